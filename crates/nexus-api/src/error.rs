@@ -1,0 +1,112 @@
+//! The one error shape every failing API call returns.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The body of every error response: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// A machine-readable code plus a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine code, e.g. `unauthorized` or `not_found`. Never changes meaning.
+    #[schema(example = "not_found")]
+    pub code: String,
+    /// What went wrong and, where possible, how to fix it. Names the offending field or object.
+    #[schema(example = "no route for GET /v1/nope")]
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// An error body with this code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorDetail {
+                code: code.as_str().to_owned(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
+/// The stable error codes of the API.
+///
+/// Clients should match on these, never on messages. New codes may be added; existing
+/// ones keep their meaning and HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// 400: the request is malformed (a field has a bad value, a query is invalid).
+    InvalidRequest,
+    /// 400: the body is not valid JSON or does not match the expected shape.
+    InvalidJson,
+    /// 401: the bearer token is missing or wrong.
+    Unauthorized,
+    /// 404: no such route.
+    NotFound,
+    /// 405: the route exists but not with this method.
+    MethodNotAllowed,
+    /// 413: the body is larger than the route accepts.
+    PayloadTooLarge,
+    /// 415: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// 500: the daemon failed; details are in its log, never in the response.
+    Internal,
+    /// 503: a dependency (such as the database) is unavailable right now.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidJson => "invalid_json",
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Internal => "internal",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// The HTTP status this code is always returned with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::InvalidRequest | Self::InvalidJson => 400,
+            Self::Unauthorized => 401,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::Internal => 500,
+            Self::Unavailable => 503,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_has_the_documented_shape() {
+        let body = ErrorBody::new(ErrorCode::NotFound, "no route for GET /x");
+        let json = serde_json::to_value(&body).expect("serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({"error": {"code": "not_found", "message": "no route for GET /x"}})
+        );
+    }
+}

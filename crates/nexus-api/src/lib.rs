@@ -1,0 +1,16 @@
+//! Wire types of the Nexus HTTP API (`/v1`), shared by the daemon and its clients.
+//!
+//! Only serde and OpenAPI schema derives live here: no HTTP server, no runtime, no SQL.
+//! Field names are the JSON names; changing one is a breaking API change.
+
+pub mod error;
+pub mod system;
+
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use system::{DaemonPaths, DaemonStatus, DatabaseHealth, DatabaseStatus, Health, HealthStatus};
+
+/// The API version prefix every versioned route lives under.
+pub const API_PREFIX: &str = "/v1";
+
+/// The default address `nexusd` listens on and `nexusctl` connects to.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9600";

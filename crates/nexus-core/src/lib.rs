@@ -1,0 +1,15 @@
+//! The Nexus domain: the traits the daemon is built on and the types they speak.
+//!
+//! This crate knows nothing of HTTP, SQL or command lines. The daemon wires real
+//! implementations (`nexus-store`, the drivers) behind these traits; unit tests use
+//! the fakes in [`testing`] (feature `testing`).
+
+pub mod clock;
+pub mod paths;
+pub mod store;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use clock::{Clock, SystemClock, Timestamp};
+pub use store::{DatabaseInfo, Store, StoreError};

@@ -1,0 +1,18 @@
+//! The SQLite implementation of [`nexus_core::Store`], with its versioned migrations.
+//!
+//! [`SqliteStore::open`] takes an exclusive lock beside the database file (so two
+//! daemons never write the same state), refuses databases written by a newer build
+//! without touching them, and brings older ones up to date one migration at a time.
+//!
+//! This is the only crate of Nexus that knows SQL.
+
+mod error;
+mod lock;
+mod migrations;
+mod open;
+mod sqlite;
+#[cfg(test)]
+mod test_support;
+
+pub use migrations::{MIGRATIONS, Migration};
+pub use sqlite::SqliteStore;

@@ -1,0 +1,6 @@
+//! One module per command. Each takes parsed arguments and an [`Output`](crate::output::Output).
+
+pub mod completion;
+pub mod doctor;
+pub mod status;
+pub mod version;

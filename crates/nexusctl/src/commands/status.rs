@@ -1,0 +1,51 @@
+//! `nexusctl status`: daemon health plus its database.
+
+use std::fmt::Write;
+
+use nexus_api::HealthStatus;
+use nexus_client::Client;
+
+use crate::output::{Color, Output, human_bytes, human_duration};
+
+/// Prints the daemon's status.
+pub async fn run(client: &Client, out: Output) -> anyhow::Result<()> {
+    // Health first: it needs no token, so "not running" and "wrong token" stay distinct.
+    client.health().await?;
+    let status = client.status().await?;
+    if out.json {
+        return out.json(&status);
+    }
+    let health = match status.status {
+        HealthStatus::Ok => out.paint("ok", Color::Green),
+        HealthStatus::Degraded => out.paint("degraded", Color::Red),
+    };
+    let db = &status.database;
+    let mut text = String::new();
+    let mut row = |label: &str, value: String| {
+        let _ = writeln!(
+            text,
+            "{}{value}",
+            out.paint(&format!("{label:<12}"), Color::Dim)
+        );
+    };
+    row(
+        "Daemon",
+        format!(
+            "{health} (nexusd {}, pid {}, up {})",
+            status.version,
+            status.pid,
+            human_duration(status.uptime_seconds)
+        ),
+    );
+    row("Listening", status.listen.clone());
+    row("Database", format!("{} ({})", db.path, db.backend));
+    row("  schema", format!("version {}", db.schema_version));
+    row("  tables", db.table_count.to_string());
+    row("  size", human_bytes(db.size_bytes));
+    row("Data", status.paths.data_dir.clone());
+    row("Runtime", status.paths.runtime_dir.clone());
+    if let Some(config) = &status.paths.config_file {
+        row("Config", config.clone());
+    }
+    out.text(&text)
+}

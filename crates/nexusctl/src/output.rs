@@ -1,0 +1,115 @@
+//! The only place `nexusctl` writes results: JSON for scripts, plain text for people.
+
+use std::io::{IsTerminal, Write};
+
+use serde::Serialize;
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    /// JSON instead of text.
+    pub json: bool,
+    /// ANSI colour allowed (a terminal, and `NO_COLOR` unset).
+    pub color: bool,
+}
+
+impl Output {
+    /// Output settings for this process.
+    pub fn new(json: bool) -> Self {
+        let color = std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
+        Self { json, color }
+    }
+
+    /// Prints a value as pretty JSON.
+    pub fn json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
+        let mut text = serde_json::to_string_pretty(value)?;
+        text.push('\n');
+        self.text(&text)
+    }
+
+    /// Prints text as is.
+    pub fn text(&self, text: &str) -> anyhow::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        match stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
+            // A closed pipe (`nexusctl ... | head`) is not an error worth reporting.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    /// Wraps text in a colour when colour is allowed.
+    pub fn paint(&self, text: &str, color: Color) -> String {
+        if self.color {
+            format!("\x1b[{}m{text}\x1b[0m", color as u8)
+        } else {
+            text.to_owned()
+        }
+    }
+}
+
+/// ANSI colours used.
+#[derive(Debug, Clone, Copy)]
+#[repr(u8)]
+pub enum Color {
+    /// Success.
+    Green = 32,
+    /// Problems.
+    Red = 31,
+    /// Labels.
+    Dim = 2,
+}
+
+/// Renders a byte count the way people read it: `512 B`, `4.0 KiB`, `1.5 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// Renders seconds as `3d 4h`, `5m 2s` or `42s`.
+pub fn human_duration(seconds: u64) -> String {
+    let (d, h, m, s) = (
+        seconds / 86_400,
+        seconds / 3600 % 24,
+        seconds / 60 % 60,
+        seconds % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_read_like_people_write_them() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(4096), "4.0 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+    }
+
+    #[test]
+    fn durations_keep_two_units() {
+        assert_eq!(human_duration(42), "42s");
+        assert_eq!(human_duration(302), "5m 2s");
+        assert_eq!(human_duration(3 * 3600 + 61), "3h 1m");
+        assert_eq!(human_duration(2 * 86_400 + 3600), "2d 1h");
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests of `nexusctl`: the real binary against a real daemon (started
+//! in-process on an ephemeral port, with its own temporary XDG directories).
+
+mod commands;
+mod harness;

@@ -1,0 +1,232 @@
+//! The daemon's configuration: defaults, overridden by `nexus.yaml`, overridden by
+//! `NEXUS_*` environment variables, overridden by flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nexus_core::paths::XdgDirs;
+use serde::Deserialize;
+
+use crate::cli::{Args, LogFormat};
+
+/// Everything the daemon needs to know to start, with every default applied.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// How long in-flight requests may take after a shutdown signal.
+    pub shutdown_timeout: Duration,
+    /// The API token, when configured; otherwise one is generated into `token_file`.
+    pub token: Option<String>,
+    /// Where the generated token lives.
+    pub token_file: PathBuf,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Log filter directive.
+    pub log_level: String,
+    /// Directory of the state database.
+    pub state_dir: PathBuf,
+    /// Directory of images and workspaces.
+    pub data_dir: PathBuf,
+    /// Directory of sockets and pid files.
+    pub runtime_dir: PathBuf,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+/// The shape of `nexus.yaml`. Unknown keys are refused so typos do not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address of the HTTP API, e.g. `127.0.0.1:9600`.
+    pub listen: Option<SocketAddr>,
+    /// Grace period for in-flight requests at shutdown, e.g. `30s`.
+    #[serde(default, deserialize_with = "deserialize_duration")]
+    pub shutdown_timeout: Option<Duration>,
+    /// A fixed API token instead of the generated one.
+    pub token: Option<String>,
+    /// `text` or `json`.
+    pub log_format: Option<LogFormat>,
+    /// Log filter directive.
+    pub log_level: Option<String>,
+    /// Directory of the state database.
+    pub state_dir: Option<PathBuf>,
+    /// Directory of images and workspaces.
+    pub data_dir: Option<PathBuf>,
+    /// Directory of sockets and pid files.
+    pub runtime_dir: Option<PathBuf>,
+}
+
+/// The default grace period at shutdown (as in the deployment guide's `shutdown_timeout`).
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Config {
+    /// Builds the configuration from flags (with their environment variables already
+    /// folded in by clap), the config file and the XDG directories.
+    pub fn load(args: &Args, dirs: &XdgDirs) -> anyhow::Result<Self> {
+        let (file, config_file) = match &args.config {
+            Some(path) => (read_file_config(path)?, Some(path.clone())),
+            None => {
+                let path = dirs.daemon_config_file();
+                if path.exists() {
+                    (read_file_config(&path)?, Some(path))
+                } else {
+                    (FileConfig::default(), None)
+                }
+            }
+        };
+        let token = std::env::var("NEXUS_TOKEN").ok().or(file.token);
+        if let Some(token) = &token {
+            validate_token(token).context("invalid token in NEXUS_TOKEN or the config file")?;
+        }
+        let log_level = match args.log_level.clone().or(file.log_level) {
+            Some(level) => crate::cli::parse_log_filter(&level)
+                .map_err(|e| anyhow::anyhow!("invalid log_level {level:?}: {e}"))?,
+            None => "info".to_owned(),
+        };
+        let default_listen: SocketAddr = nexus_api::DEFAULT_LISTEN
+            .parse()
+            .expect("the default listen address is valid");
+        Ok(Self {
+            listen: args.listen.or(file.listen).unwrap_or(default_listen),
+            shutdown_timeout: args
+                .shutdown_timeout
+                .or(file.shutdown_timeout)
+                .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            token,
+            token_file: dirs.token_file(),
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+            log_level,
+            state_dir: absolute(args.state_dir.clone().or(file.state_dir))
+                .unwrap_or_else(|| dirs.state_dir()),
+            data_dir: absolute(file.data_dir).unwrap_or_else(|| dirs.data_dir()),
+            runtime_dir: absolute(file.runtime_dir).unwrap_or_else(|| dirs.runtime_dir()),
+            config_file,
+        })
+    }
+}
+
+/// Reads and parses a config file; errors name the file, the line and the field.
+pub fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = fs_err::read_to_string(path).context("cannot read config file")?;
+    parse_file_config(&text)
+        .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
+}
+
+/// Parses the text of a config file. The error says where (line, column, field) and what.
+pub fn parse_file_config(text: &str) -> Result<FileConfig, String> {
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize::<_, FileConfig>(deserializer).map_err(|err| {
+        let field = err.path().to_string();
+        let inner = err.inner();
+        let location = inner
+            .location()
+            .map(|l| format!("line {}, column {}: ", l.line(), l.column()))
+            .unwrap_or_default();
+        // serde_yaml_ng appends its own "at line X column Y"; drop it, we said it first.
+        let message = inner.to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
+        if field.is_empty() || field == "." {
+            format!("{location}{message}")
+        } else {
+            format!("{location}field `{field}`: {message}")
+        }
+    })
+}
+
+fn deserialize_duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{e} (examples: `30s`, `2m`)")))
+}
+
+/// A token must be long enough to resist guessing and printable without quoting.
+pub fn validate_token(token: &str) -> anyhow::Result<()> {
+    if token.len() < 16 {
+        bail!("a token must be at least 16 characters long");
+    }
+    if !token.chars().all(|c| c.is_ascii_graphic()) {
+        bail!("a token may only contain printable ASCII characters without spaces");
+    }
+    Ok(())
+}
+
+fn absolute(path: Option<PathBuf>) -> Option<PathBuf> {
+    path.map(|p| {
+        if p.is_absolute() {
+            p
+        } else {
+            std::env::current_dir().unwrap_or_default().join(p)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses() {
+        let cfg = parse_file_config(
+            "listen: 127.0.0.1:9700\nshutdown_timeout: 5s\nlog_format: json\nlog_level: debug\n",
+        )
+        .expect("valid");
+        assert_eq!(cfg.listen, Some("127.0.0.1:9700".parse().expect("addr")));
+        assert_eq!(cfg.shutdown_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(cfg.log_format, Some(LogFormat::Json));
+    }
+
+    #[test]
+    fn an_empty_file_is_all_defaults() {
+        let cfg = parse_file_config("\n# nothing\n").expect("valid");
+        assert!(cfg.listen.is_none());
+    }
+
+    #[test]
+    fn a_bad_value_names_line_and_field() {
+        let err = parse_file_config("log_format: text\nlisten: not-an-address\n").expect_err("bad");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("field `listen`"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let err = parse_file_config("lisen: 127.0.0.1:1\n").expect_err("typo");
+        assert!(err.contains("lisen"), "{err}");
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn broken_yaml_names_the_line() {
+        let err = parse_file_config("listen: [1, 2\nfoo: bar\n").expect_err("broken");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_duration_names_the_field() {
+        let err = parse_file_config("shutdown_timeout: soon\n").expect_err("bad");
+        assert!(err.contains("shutdown_timeout"), "{err}");
+    }
+
+    #[test]
+    fn short_tokens_are_refused() {
+        assert!(validate_token("short").is_err());
+        assert!(validate_token("has a space in it, long enough").is_err());
+        assert!(validate_token("0123456789abcdef").is_ok());
+    }
+}

@@ -1,0 +1,190 @@
+//! Starting and stopping the daemon: directories, store, token, listener, and a
+//! graceful shutdown that lets in-flight requests finish within `shutdown_timeout`.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use nexus_api::DaemonPaths;
+use nexus_core::Store;
+use nexus_store::SqliteStore;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::http::metrics::Metrics;
+use crate::state::{AppState, DaemonInfo};
+use crate::token::{self, ApiToken, TokenSource};
+
+/// A daemon that is serving requests.
+#[derive(Debug)]
+pub struct RunningDaemon {
+    addr: SocketAddr,
+    token: ApiToken,
+    shutdown_timeout: std::time::Duration,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    pid_file: PathBuf,
+}
+
+/// SIGTERM and SIGINT handlers. Install them before [`start`], so a signal that arrives
+/// as soon as the daemon reports it listens is never lost.
+#[derive(Debug)]
+pub struct ShutdownSignals {
+    term: Signal,
+    int: Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers (needs a running Tokio runtime).
+    pub fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+        })
+    }
+}
+
+/// Opens everything the daemon needs and starts serving. Fails before listening when
+/// the store, the token or the address cannot be had, so a half-started daemon never
+/// answers requests.
+pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
+    ensure_private_dir(&config.runtime_dir)?;
+    ensure_private_dir(&config.data_dir)?;
+    let db_path = nexus_core::paths::database_path(&config.state_dir);
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db_path))
+        .await
+        .context("the store-opening task panicked")??;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let (token, source) = token::load_or_create(config.token.as_deref(), &config.token_file)?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                "; is another nexusd running? Stop it or choose another address with --listen"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("cannot listen on {}: {e}{hint}", config.listen)
+        })?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "listening on a non-loopback address: the API is plain HTTP, so put TLS in front of it");
+    }
+
+    let state = AppState {
+        store,
+        token: Arc::new(token.clone()),
+        metrics: Arc::new(Metrics::new()),
+        info: Arc::new(DaemonInfo {
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            listen: addr,
+            paths: DaemonPaths {
+                config_file: config.config_file.as_ref().map(|p| p.display().to_string()),
+                token_file: (source == TokenSource::File)
+                    .then(|| config.token_file.display().to_string()),
+                state_dir: config.state_dir.display().to_string(),
+                data_dir: config.data_dir.display().to_string(),
+                runtime_dir: config.runtime_dir.display().to_string(),
+            },
+        }),
+    };
+
+    let pid_file = config.runtime_dir.join("nexusd.pid");
+    fs_err::write(&pid_file, format!("{}\n", std::process::id()))?;
+
+    let (stop, mut stopped) = watch::channel(false);
+    let app = crate::http::app(state);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                // An error means the sender is gone, which also means stop.
+                let _ = stopped.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), pid = std::process::id(), "listening");
+    Ok(RunningDaemon {
+        addr,
+        token,
+        shutdown_timeout: config.shutdown_timeout,
+        stop,
+        server,
+        pid_file,
+    })
+}
+
+impl RunningDaemon {
+    /// The address the API is served on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The bearer token clients must send.
+    pub fn token(&self) -> &str {
+        self.token.expose()
+    }
+
+    /// Serves until SIGTERM or SIGINT arrives on `signals`, then shuts down gracefully.
+    pub async fn run_until_signal(mut self, mut signals: ShutdownSignals) -> anyhow::Result<()> {
+        tokio::select! {
+            _ = signals.term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+            _ = signals.int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+            result = &mut self.server => {
+                bail!("the HTTP server stopped unexpectedly: {:?}", result);
+            }
+        }
+        self.shutdown().await
+    }
+
+    /// Stops accepting connections, waits up to `shutdown_timeout` for in-flight
+    /// requests, then returns.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        let timeout = self.shutdown_timeout;
+        tracing::info!(timeout = %humantime::format_duration(timeout), "waiting for in-flight requests");
+        let mut server = self.server;
+        match tokio::time::timeout(timeout, &mut server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "the HTTP server failed while stopping"),
+            Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server task failed"),
+            Err(_) => {
+                server.abort();
+                tracing::warn!(timeout = %humantime::format_duration(timeout), "in-flight requests did not finish in time; closing them");
+            }
+        }
+        if let Err(e) = std::fs::remove_file(&self.pid_file) {
+            tracing::debug!(error = %e, path = %self.pid_file.display(), "pid file already gone");
+        }
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Creates a directory only this user can enter, or checks an existing one is ours.
+fn ensure_private_dir(path: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("cannot create directory {}", path.display()))?;
+    let meta = fs_err::metadata(path)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != euid {
+        bail!(
+            "directory {} belongs to uid {}, not to this user (uid {euid}); remove it or choose another directory",
+            path.display(),
+            meta.uid()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! Bearer-token authentication of `/v1` routes. Tokens are compared in constant time
+//! and never logged.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+use nexus_api::ErrorCode;
+
+use super::error::ApiError;
+use crate::state::AppState;
+
+/// Middleware: lets the request through only with `Authorization: Bearer <token>`.
+pub async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let header = request.headers().get(header::AUTHORIZATION);
+    let Some(value) = header else {
+        tracing::warn!(path = %request.uri().path(), "request without a bearer token refused");
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "missing bearer token: send `Authorization: Bearer <token>`; nexusd wrote its token to $XDG_CONFIG_HOME/nexus/token on its host",
+        ));
+    };
+    let presented = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    match presented {
+        Some(token) if state.token.matches(token) => Ok(next.run(request).await),
+        _ => {
+            tracing::warn!(path = %request.uri().path(), "request with a wrong bearer token refused");
+            Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "invalid bearer token: use the token nexusd wrote to $XDG_CONFIG_HOME/nexus/token, or the one configured as NEXUS_TOKEN",
+            ))
+        }
+    }
+}

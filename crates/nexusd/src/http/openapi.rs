@@ -1,0 +1,31 @@
+//! The OpenAPI document of every `/v1` route, generated from the handlers themselves.
+
+use utoipa::Modify;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+/// The document's fixed parts; paths are added by the router that serves them.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Nexus API",
+        description = "Isolated, persistent Linux sandboxes for AI agents. Every route except \
+                       `/v1/health` and `/v1/openapi.json` needs `Authorization: Bearer <token>`.",
+        license(name = "Apache-2.0"),
+    ),
+    modifiers(&BearerAuth),
+    tags((name = "system", description = "Health and status of the daemon"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! The Nexus daemon as a library: configuration, the HTTP application and the
+//! start/stop machinery. `main.rs` is a thin wrapper; tests start it in-process too.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod logging;
+pub mod state;
+pub mod token;
+
+pub use config::Config;
+pub use daemon::{RunningDaemon, start};

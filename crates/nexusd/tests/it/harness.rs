@@ -1,0 +1,193 @@
+//! A real `nexusd` process on an ephemeral port with its own temporary XDG directories.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Temporary XDG directories a daemon (or several, in turn) can use.
+pub struct Dirs {
+    pub root: tempfile::TempDir,
+}
+
+impl Dirs {
+    pub fn new() -> Self {
+        Self {
+            root: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, sub: &str) -> PathBuf {
+        self.root.path().join(sub)
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.path("config").join("nexus")
+    }
+
+    pub fn token_file(&self) -> PathBuf {
+        self.config_dir().join("token")
+    }
+
+    pub fn db_file(&self) -> PathBuf {
+        self.path("state").join("nexus").join("nexus.db")
+    }
+
+    /// A `nexusd` command with this environment and nothing inherited that could leak in.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexusd"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.path("home"))
+            .env("XDG_CONFIG_HOME", self.path("config"))
+            .env("XDG_STATE_HOME", self.path("state"))
+            .env("XDG_DATA_HOME", self.path("data"))
+            .env("XDG_RUNTIME_DIR", self.path("run"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        std::fs::create_dir_all(self.config_dir()).expect("mkdir");
+        let path = self.config_dir().join("nexus.yaml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+}
+
+/// A running daemon whose stderr (JSON log lines) is collected.
+pub struct Daemon {
+    child: Child,
+    pub addr: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts `nexusd --listen 127.0.0.1:0 --log-format json` and waits until it listens.
+    pub fn start(dirs: &Dirs) -> Self {
+        Self::start_with(dirs, &["--listen", "127.0.0.1:0"])
+    }
+
+    pub fn start_with(dirs: &Dirs, args: &[&str]) -> Self {
+        let mut cmd = dirs.command();
+        cmd.args(args).args(["--log-format", "json"]);
+        Self::spawn(cmd)
+    }
+
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd.spawn().expect("spawn nexusd");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = tx.send(addr);
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => Self { child, addr, logs },
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().expect("wait");
+                panic!(
+                    "nexusd did not start ({status}); log:\n{}",
+                    logs.lock().expect("log lock").join("\n")
+                );
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("log lock").join("\n")
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("kill");
+    }
+
+    /// Waits for exit and returns the status with the whole log.
+    pub fn wait(mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Let the reader thread drain the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return (status, self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nexusd did not exit; log:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait: asserts a clean exit.
+    pub fn stop(self) -> String {
+        self.signal(Signal::SIGTERM);
+        let (status, logs) = self.wait();
+        assert!(
+            status.success(),
+            "nexusd exited with {status}; log:\n{logs}"
+        );
+        logs
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `nexusd` to completion (for start-up failures) and returns status and stderr.
+pub fn run_to_exit(mut cmd: Command) -> (ExitStatus, String) {
+    let output = cmd.output().expect("run nexusd");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn listening_addr(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = value.get("fields")?;
+    (fields.get("message")?.as_str()? == "listening")
+        .then(|| fields.get("addr")?.as_str().map(str::to_owned))?
+}
+
+pub fn read_token(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .expect("token file")
+        .trim()
+        .to_owned()
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
