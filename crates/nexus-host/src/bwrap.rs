@@ -67,12 +67,10 @@ pub fn smoke_test_fix(error: &ToolError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     fn fake_bwrap(dir: &Path, script: &str) -> PathBuf {
         let path = dir.join("bwrap");
-        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).expect("write");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        crate::test_support::write_script(&path, script);
         path
     }
 

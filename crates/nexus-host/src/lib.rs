@@ -63,6 +63,31 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Helpers shared by the unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::Path;
+    use std::process::Command;
+
+    /// Writes an executable `#!/bin/sh` script through a child process.
+    ///
+    /// Writing it from the test process would race with other test threads that fork:
+    /// a child inheriting the open write descriptor makes `exec` of the script fail with
+    /// ETXTBSY ("Text file busy") until that child execs.
+    pub fn write_script(path: &Path, body: &str) {
+        let status = Command::new("sh")
+            .args([
+                "-c",
+                r#"printf '#!/bin/sh\n%s\n' "$1" > "$2" && chmod 755 "$2""#,
+            ])
+            .args(["sh", body])
+            .arg(path)
+            .status()
+            .expect("sh runs");
+        assert!(status.success(), "cannot write {}", path.display());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -258,12 +258,7 @@ mod tests {
     fn version_reads_the_first_non_empty_line() {
         let dir = tempfile::tempdir().expect("tempdir");
         let script = dir.path().join("tool");
-        std::fs::write(
-            &script,
-            "#!/bin/sh\necho\necho '  tool 1.2.3  '\necho more\n",
-        )
-        .expect("write");
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        crate::test_support::write_script(&script, "echo\necho '  tool 1.2.3  '\necho more");
         let found = version(&script, &["--version"], DEFAULT_TIMEOUT).expect("runs");
         assert_eq!(found.version, "tool 1.2.3");
         assert_eq!(found.path, script);

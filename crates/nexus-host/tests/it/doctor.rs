@@ -1,7 +1,7 @@
 //! The whole doctor on this host.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nexus_host::doctor::{self, CHECK_NAMES};
@@ -115,8 +115,18 @@ fn bogus_bwrap_path_fails_the_bwrap_driver_but_not_the_host_driver() {
 fn a_hanging_bwrap_cannot_hang_the_doctor() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bwrap = dir.path().join("bwrap");
-    std::fs::write(&bwrap, "#!/bin/sh\nsleep 30\n").expect("write");
-    std::fs::set_permissions(&bwrap, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // Written by a child process: an fd open for writing in this multi-threaded test
+    // process could leak into a concurrent fork and make exec fail with ETXTBSY.
+    let written = Command::new("sh")
+        .args([
+            "-c",
+            "printf '#!/bin/sh\\nsleep 30\\n' > \"$1\" && chmod 755 \"$1\"",
+            "sh",
+        ])
+        .arg(&bwrap)
+        .status()
+        .expect("sh runs");
+    assert!(written.success());
 
     let started = Instant::now();
     let report = doctor::run(&DoctorOptions {
