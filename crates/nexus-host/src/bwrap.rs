@@ -85,6 +85,10 @@ mod tests {
         );
         let args = std::fs::read_to_string(&log).expect("the fake ran");
         assert_eq!(args.trim(), SMOKE_TEST_ARGS.join(" "));
+        // What the check claims to prove: user, pid and network namespaces.
+        for flag in ["--unshare-all", "--unshare-user"] {
+            assert!(SMOKE_TEST_ARGS.contains(&flag), "{flag} missing");
+        }
     }
 
     #[test]

@@ -285,18 +285,37 @@ mod tests {
     }
 
     #[test]
-    fn a_hanging_program_is_killed_at_the_deadline() {
+    fn a_hanging_program_is_killed_at_the_deadline_with_its_children() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("pid");
         let started = Instant::now();
         let mut command = Command::new("sh");
         // The background sleep holds the pipes open: the group kill must reach it too.
-        command.args(["-c", "sleep 30 & sleep 30"]);
-        let error = run_with_timeout(command, Duration::from_millis(200)).expect_err("times out");
+        command.args(["-c", "sleep 30 & echo $! > \"$1\"; wait", "sh"]);
+        command.arg(&pid_file);
+        let error = run_with_timeout(command, Duration::from_millis(300)).expect_err("times out");
         assert!(matches!(error, ToolError::TimedOut { .. }), "{error:?}");
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "{:?}",
             started.elapsed()
         );
+
+        let pid = std::fs::read_to_string(&pid_file).expect("the shell wrote the pid");
+        let stat = format!("/proc/{}/stat", pid.trim());
+        // Gone, or a zombie waiting for its new parent to reap it.
+        let dead = || {
+            std::fs::read_to_string(&stat).map_or(true, |text| {
+                text.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !dead() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(dead(), "the background child survived the timeout");
     }
 
     #[test]
