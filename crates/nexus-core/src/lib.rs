@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod paths;
+pub mod sandbox;
 pub mod store;
 
 #[cfg(any(test, feature = "testing"))]

@@ -127,10 +127,20 @@ pub fn parse_file_config(text: &str) -> Result<FileConfig, String> {
     serde_path_to_error::deserialize::<_, FileConfig>(deserializer).map_err(|err| {
         let field = err.path().to_string();
         let inner = err.inner();
-        let location = inner
-            .location()
-            .map(|l| format!("line {}, column {}: ", l.line(), l.column()))
-            .unwrap_or_default();
+        // Errors raised after a value was read (a bad duration) carry no position, so the
+        // line of a top-level key is found by looking for it; the YAML position otherwise.
+        let top_key = field.split(['.', '[']).next().unwrap_or_default();
+        let key_line = (!top_key.is_empty() && top_key != ".")
+            .then(|| {
+                text.lines()
+                    .position(|l| l.starts_with(&format!("{top_key}:")))
+            })
+            .flatten();
+        let location = match (key_line, inner.location()) {
+            (Some(line), _) => format!("line {}: ", line + 1),
+            (None, Some(l)) => format!("line {}, column {}: ", l.line(), l.column()),
+            (None, None) => String::new(),
+        };
         // serde_yaml_ng appends its own "at line X column Y"; drop it, we said it first.
         let message = inner.to_string();
         let message = message
@@ -150,9 +160,11 @@ fn deserialize_duration<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text)
-        .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("{e} (examples: `30s`, `2m`)")))
+    humantime::parse_duration(&text).map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "invalid duration {text:?} (examples: `30s`, `2m`, `500ms`)"
+        ))
+    })
 }
 
 /// A token must be long enough to resist guessing and printable without quoting.
@@ -219,8 +231,13 @@ mod tests {
 
     #[test]
     fn a_bad_duration_names_the_field() {
-        let err = parse_file_config("shutdown_timeout: soon\n").expect_err("bad");
-        assert!(err.contains("shutdown_timeout"), "{err}");
+        let err =
+            parse_file_config("listen: 127.0.0.1:1\nshutdown_timeout: soon\n").expect_err("bad");
+        assert!(
+            err.contains("line 2") && err.contains("field `shutdown_timeout`"),
+            "{err}"
+        );
+        assert!(err.contains("invalid duration \"soon\""), "{err}");
     }
 
     #[test]

@@ -1,0 +1,1 @@
+//! Isolation mechanics of the bwrap driver.
