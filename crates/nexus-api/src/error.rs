@@ -47,6 +47,17 @@ pub enum ErrorCode {
     Unauthorized,
     /// 404: no such route.
     NotFound,
+    /// 404: no sandbox has this id or name.
+    SandboxNotFound,
+    /// 409: the operation needs a running sandbox.
+    SandboxNotRunning,
+    /// 409: another sandbox has this name.
+    SandboxNameTaken,
+    /// 409: the sandbox is in a state that does not allow this (e.g. deleting a running one
+    /// without `force`).
+    SandboxStateConflict,
+    /// 422: the requested driver or image cannot work on this host; `nexusctl doctor` says why.
+    DriverUnavailable,
     /// 405: the route exists but not with this method.
     MethodNotAllowed,
     /// 413: the body is larger than the route accepts.
@@ -67,6 +78,11 @@ impl ErrorCode {
             Self::InvalidJson => "invalid_json",
             Self::Unauthorized => "unauthorized",
             Self::NotFound => "not_found",
+            Self::SandboxNotFound => "sandbox_not_found",
+            Self::SandboxNotRunning => "sandbox_not_running",
+            Self::SandboxNameTaken => "sandbox_name_taken",
+            Self::SandboxStateConflict => "sandbox_state_conflict",
+            Self::DriverUnavailable => "driver_unavailable",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -80,7 +96,9 @@ impl ErrorCode {
         match self {
             Self::InvalidRequest | Self::InvalidJson => 400,
             Self::Unauthorized => 401,
-            Self::NotFound => 404,
+            Self::NotFound | Self::SandboxNotFound => 404,
+            Self::SandboxNotRunning | Self::SandboxNameTaken | Self::SandboxStateConflict => 409,
+            Self::DriverUnavailable => 422,
             Self::MethodNotAllowed => 405,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,

@@ -4,9 +4,13 @@
 //! Field names are the JSON names; changing one is a breaking API change.
 
 pub mod error;
+pub mod sandbox;
 pub mod system;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use sandbox::{
+    CreateSandboxRequest, IsolationReport, LimitReport, LimitsBody, SandboxInfo, SandboxList,
+};
 pub use system::{DaemonPaths, DaemonStatus, DatabaseHealth, DatabaseStatus, Health, HealthStatus};
 
 /// The API version prefix every versioned route lives under.

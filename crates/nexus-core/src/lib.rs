@@ -13,4 +13,5 @@ pub mod store;
 pub mod testing;
 
 pub use clock::{Clock, SystemClock, Timestamp};
-pub use store::{DatabaseInfo, Store, StoreError};
+pub use sandbox::{DriverKind, Limits, Sandbox, SandboxId, SandboxName, SandboxSpec, SandboxState};
+pub use store::{DatabaseInfo, RuntimeUpdate, Store, StoreError, Transition};

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
+use crate::clock::Timestamp;
+use crate::sandbox::{Sandbox, SandboxId, SandboxName, SandboxState};
+
 /// What a store reports about itself, for health checks and `nexusctl status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseInfo {
@@ -73,6 +76,22 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// Another sandbox already has this name.
+    #[error("a sandbox named {name:?} already exists; choose another name or delete that one")]
+    NameTaken {
+        /// The name asked for.
+        name: String,
+    },
+    /// A state change lost a race: the sandbox was no longer in the expected state.
+    #[error("sandbox {id} is {found}, not {expected}")]
+    StateChanged {
+        /// The sandbox.
+        id: SandboxId,
+        /// The state the change expected.
+        expected: SandboxState,
+        /// The state found, or `deleted`.
+        found: String,
+    },
     /// The backend failed.
     #[error("database error")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -88,4 +107,82 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Facts about the database: location, schema version, size.
     async fn info(&self) -> Result<DatabaseInfo, StoreError>;
+
+    /// Records a new sandbox. Fails with [`StoreError::NameTaken`] when its name is in use.
+    async fn insert_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError>;
+
+    /// The sandbox with this id, if any.
+    async fn sandbox(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError>;
+
+    /// The sandbox with this name, if any.
+    async fn sandbox_by_name(&self, name: &SandboxName) -> Result<Option<Sandbox>, StoreError>;
+
+    /// Every sandbox, oldest first.
+    async fn list_sandboxes(&self) -> Result<Vec<Sandbox>, StoreError>;
+
+    /// Moves a sandbox from one state to another, atomically: fails with
+    /// [`StoreError::StateChanged`] when it is no longer in `transition.from`.
+    /// Returns the sandbox as stored afterwards.
+    async fn transition_sandbox(&self, transition: &Transition) -> Result<Sandbox, StoreError>;
+
+    /// Removes a sandbox's record; `false` when there was none.
+    async fn delete_sandbox(&self, id: &SandboxId) -> Result<bool, StoreError>;
+}
+
+/// A state change of one sandbox, applied only if it is still in `from`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The sandbox.
+    pub id: SandboxId,
+    /// The state it must be in now.
+    pub from: SandboxState,
+    /// The state it moves to.
+    pub to: SandboxState,
+    /// When the change happens.
+    pub at: Timestamp,
+    /// Why it crashed; stored with `to == Crashed`, cleared otherwise.
+    pub crash_reason: Option<String>,
+    /// What happens to the driver's runtime handle.
+    pub runtime: RuntimeUpdate,
+}
+
+/// What a transition does to the driver's runtime handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeUpdate {
+    /// Leave it as it is.
+    Keep,
+    /// Replace it.
+    Set(String),
+    /// Remove it (nothing runs any more).
+    Clear,
+}
+
+impl Transition {
+    /// Applies this transition to a sandbox as read from a store, checking that it is
+    /// still in `from`. Every store implementation goes through this, so they agree.
+    pub fn apply_to(&self, sandbox: &mut Sandbox) -> Result<(), StoreError> {
+        if sandbox.state != self.from {
+            return Err(StoreError::StateChanged {
+                id: self.id.clone(),
+                expected: self.from,
+                found: sandbox.state.as_str().to_owned(),
+            });
+        }
+        sandbox.state = self.to;
+        sandbox.updated_at = self.at;
+        sandbox.crash_reason = if self.to == SandboxState::Crashed {
+            self.crash_reason.clone()
+        } else {
+            None
+        };
+        if self.to == SandboxState::Running {
+            sandbox.started_at = Some(self.at);
+        }
+        match &self.runtime {
+            RuntimeUpdate::Keep => {}
+            RuntimeUpdate::Set(runtime) => sandbox.runtime = Some(runtime.clone()),
+            RuntimeUpdate::Clear => sandbox.runtime = None,
+        }
+        Ok(())
+    }
 }

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use async_trait::async_trait;
 
 use crate::clock::{Clock, Timestamp};
-use crate::store::{DatabaseInfo, Store, StoreError};
+use crate::sandbox::{Sandbox, SandboxId, SandboxName};
+use crate::store::{DatabaseInfo, Store, StoreError, Transition};
 
 /// A clock that only moves when told to.
 #[derive(Debug, Default)]
@@ -40,6 +41,7 @@ impl Clock for FakeClock {
 pub struct MemoryStore {
     failing: AtomicBool,
     info: Mutex<DatabaseInfo>,
+    sandboxes: Mutex<Vec<Sandbox>>,
 }
 
 impl Default for MemoryStore {
@@ -53,6 +55,7 @@ impl Default for MemoryStore {
                 table_count: 0,
                 size_bytes: 0,
             }),
+            sandboxes: Mutex::new(Vec::new()),
         }
     }
 }
@@ -84,5 +87,62 @@ impl Store for MemoryStore {
             .lock()
             .expect("memory store lock is never poisoned")
             .clone())
+    }
+
+    async fn insert_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError> {
+        self.check()?;
+        let mut all = self.rows();
+        if all.iter().any(|s| s.spec.name == sandbox.spec.name) {
+            return Err(StoreError::NameTaken {
+                name: sandbox.spec.name.to_string(),
+            });
+        }
+        all.push(sandbox.clone());
+        Ok(())
+    }
+
+    async fn sandbox(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError> {
+        self.check()?;
+        Ok(self.rows().iter().find(|s| &s.id == id).cloned())
+    }
+
+    async fn sandbox_by_name(&self, name: &SandboxName) -> Result<Option<Sandbox>, StoreError> {
+        self.check()?;
+        Ok(self.rows().iter().find(|s| &s.spec.name == name).cloned())
+    }
+
+    async fn list_sandboxes(&self) -> Result<Vec<Sandbox>, StoreError> {
+        self.check()?;
+        Ok(self.rows().clone())
+    }
+
+    async fn transition_sandbox(&self, transition: &Transition) -> Result<Sandbox, StoreError> {
+        self.check()?;
+        let mut all = self.rows();
+        let Some(sandbox) = all.iter_mut().find(|s| s.id == transition.id) else {
+            return Err(StoreError::StateChanged {
+                id: transition.id.clone(),
+                expected: transition.from,
+                found: "deleted".into(),
+            });
+        };
+        transition.apply_to(sandbox)?;
+        Ok(sandbox.clone())
+    }
+
+    async fn delete_sandbox(&self, id: &SandboxId) -> Result<bool, StoreError> {
+        self.check()?;
+        let mut all = self.rows();
+        let before = all.len();
+        all.retain(|s| &s.id != id);
+        Ok(all.len() != before)
+    }
+}
+
+impl MemoryStore {
+    fn rows(&self) -> std::sync::MutexGuard<'_, Vec<Sandbox>> {
+        self.sandboxes
+            .lock()
+            .expect("memory store lock is never poisoned")
     }
 }

@@ -21,6 +21,9 @@ pub(crate) enum SqliteError {
     /// SQLite would not switch the database to write-ahead logging.
     #[error("database {path} stayed in journal mode {mode:?} instead of \"wal\"")]
     NotWal { path: PathBuf, mode: String },
+    /// A row holds a value no build of Nexus writes.
+    #[error("database {path} holds an unreadable row: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
     /// The blocking task running a query died (it panicked or the runtime is shutting down).
     #[error("database worker for {path} failed")]
     Worker {

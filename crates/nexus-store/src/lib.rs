@@ -10,6 +10,7 @@ mod error;
 mod lock;
 mod migrations;
 mod open;
+mod sandboxes;
 mod sqlite;
 #[cfg(test)]
 mod test_support;

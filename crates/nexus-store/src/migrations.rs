@@ -30,11 +30,18 @@ pub struct Migration {
 ///
 /// To change the schema, add a file `migrations/NNNN_name.sql` and list it here. Never edit
 /// a migration that has been released.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "sandboxes",
+        sql: include_str!("../migrations/0002_sandboxes.sql"),
+    },
+];
 
 /// The highest version a list of migrations reaches.
 pub(crate) fn latest_version(migrations: &[Migration]) -> u32 {
@@ -183,11 +190,15 @@ mod tests {
     fn migrate_applies_pending_only_and_reports_version() {
         let mut conn = Connection::open_in_memory().expect("open");
         let path = Path::new(":memory:");
-        assert_eq!(migrate(&mut conn, path, MIGRATIONS).expect("migrate"), 1);
+        let latest = latest_version(MIGRATIONS);
+        assert_eq!(
+            migrate(&mut conn, path, MIGRATIONS).expect("migrate"),
+            latest
+        );
         // A second run applies nothing; rerunning 0001 would fail on CREATE TABLE meta.
         assert_eq!(
             migrate(&mut conn, path, MIGRATIONS).expect("migrate again"),
-            1
+            latest
         );
         let rows: i64 = conn
             .query_row("SELECT count(*) FROM meta", [], |r| r.get(0))

@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use nexus_core::{DatabaseInfo, Store, StoreError};
+use nexus_core::{DatabaseInfo, Sandbox, SandboxId, SandboxName, Store, StoreError, Transition};
 use rusqlite::Connection;
 
 use crate::error::{SqliteError, io, sql};
 use crate::lock::DbLock;
 use crate::migrations::read_version;
+use crate::sandboxes;
 
 /// The state database of one node, in a SQLite file.
 ///
@@ -110,6 +111,41 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn insert_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError> {
+        let sandbox = sandbox.clone();
+        self.with_connection(move |conn, path| sandboxes::insert(conn, path, &sandbox))
+            .await
+    }
+
+    async fn sandbox(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError> {
+        let id = id.clone();
+        self.with_connection(move |conn, path| sandboxes::by_id(conn, path, &id))
+            .await
+    }
+
+    async fn sandbox_by_name(&self, name: &SandboxName) -> Result<Option<Sandbox>, StoreError> {
+        let name = name.clone();
+        self.with_connection(move |conn, path| sandboxes::by_name(conn, path, &name))
+            .await
+    }
+
+    async fn list_sandboxes(&self) -> Result<Vec<Sandbox>, StoreError> {
+        self.with_connection(|conn, path| sandboxes::list(conn, path))
+            .await
+    }
+
+    async fn transition_sandbox(&self, transition: &Transition) -> Result<Sandbox, StoreError> {
+        let transition = transition.clone();
+        self.with_connection(move |conn, path| sandboxes::transition(conn, path, &transition))
+            .await
+    }
+
+    async fn delete_sandbox(&self, id: &SandboxId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.with_connection(move |conn, path| sandboxes::delete(conn, path, &id))
+            .await
+    }
 }
 
 /// The write-ahead log of a database: its path with `-wal` appended.
@@ -149,7 +185,7 @@ mod tests {
         assert_eq!(info.backend, "sqlite");
         assert_eq!(info.location, db);
         assert_eq!(info.schema_version as usize, MIGRATIONS.len());
-        assert_eq!(info.table_count, 1, "meta");
+        assert_eq!(info.table_count, 2, "meta and sandboxes");
         let on_disk = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
         let (main, wal) = (on_disk(&db), on_disk(&wal_path(&db)));
         assert!(wal > 0, "the migration's commit should still be in the WAL");
