@@ -10,12 +10,12 @@ BIN_DIR="${NEXUS_BIN_DIR:-$HOME/.local/bin}"
 apt_install "${RUNTIME_PACKAGES[@]}" "${BUILD_PACKAGES[@]}"
 ensure_rust
 
-log "building nexusd and nexusctl (release)"
-cargo build --release --locked --bin nexusd --bin nexusctl
+log "building nexusd, nexusctl and nexus-agent (release)"
+cargo build --release --locked --bin nexusd --bin nexusctl --bin nexus-agent
 
 log "installing into $BIN_DIR"
 mkdir -p "$BIN_DIR"
-for bin in nexusd nexusctl; do
+for bin in nexusd nexusctl nexus-agent; do
     # Copy then rename, so a running nexusd keeps its old binary until it restarts.
     install -m 0755 "target/release/$bin" "$BIN_DIR/.$bin.new"
     mv -f "$BIN_DIR/.$bin.new" "$BIN_DIR/$bin"

@@ -64,6 +64,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 415: the body is not `application/json`.
     UnsupportedMediaType,
+    /// 500: the sandbox could not be started; the message says why (and it was rolled back).
+    SandboxStartFailed,
     /// 500: the daemon failed; details are in its log, never in the response.
     Internal,
     /// 503: a dependency (such as the database) is unavailable right now.
@@ -86,6 +88,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::SandboxStartFailed => "sandbox_start_failed",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
         }
@@ -102,7 +105,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => 405,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
-            Self::Internal => 500,
+            Self::SandboxStartFailed | Self::Internal => 500,
             Self::Unavailable => 503,
         }
     }

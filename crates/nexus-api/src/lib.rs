@@ -4,10 +4,12 @@
 //! Field names are the JSON names; changing one is a breaking API change.
 
 pub mod error;
+pub mod exec;
 pub mod sandbox;
 pub mod system;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use exec::{ExecEvent, ExecRequest, ExecResult, ExitStatus, OutputEncoding};
 pub use sandbox::{
     CreateSandboxRequest, IsolationReport, LimitReport, LimitsBody, SandboxInfo, SandboxList,
 };

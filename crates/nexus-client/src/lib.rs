@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
-use nexus_api::{DaemonStatus, ErrorBody, Health};
+use futures::{Stream, StreamExt, TryStreamExt};
+use nexus_api::{
+    CreateSandboxRequest, DaemonStatus, ErrorBody, ExecEvent, ExecRequest, ExecResult, Health,
+    SandboxInfo, SandboxList,
+};
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
 
@@ -112,17 +116,120 @@ impl Client {
         self.get_json("/v1/status").await
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let mut request = self.http.get(self.url(path));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
+    /// `POST /v1/sandboxes`.
+    pub async fn create_sandbox(
+        &self,
+        request: &CreateSandboxRequest,
+    ) -> Result<SandboxInfo, ClientError> {
+        self.call(self.http.post(self.url("/v1/sandboxes")).json(request))
+            .await
+    }
+
+    /// `GET /v1/sandboxes`.
+    pub async fn list_sandboxes(&self) -> Result<Vec<SandboxInfo>, ClientError> {
+        self.get_json::<SandboxList>("/v1/sandboxes")
+            .await
+            .map(|l| l.sandboxes)
+    }
+
+    /// `GET /v1/sandboxes/{id}` (id or name).
+    pub async fn sandbox(&self, id: &str) -> Result<SandboxInfo, ClientError> {
+        self.get_json(&format!("/v1/sandboxes/{}", segment(id)))
+            .await
+    }
+
+    /// `POST /v1/sandboxes/{id}/start`.
+    pub async fn start_sandbox(&self, id: &str) -> Result<SandboxInfo, ClientError> {
+        self.call(
+            self.http
+                .post(self.url(&format!("/v1/sandboxes/{}/start", segment(id)))),
+        )
+        .await
+    }
+
+    /// `POST /v1/sandboxes/{id}/stop`.
+    pub async fn stop_sandbox(&self, id: &str) -> Result<SandboxInfo, ClientError> {
+        self.call(
+            self.http
+                .post(self.url(&format!("/v1/sandboxes/{}/stop", segment(id)))),
+        )
+        .await
+    }
+
+    /// `DELETE /v1/sandboxes/{id}`.
+    pub async fn delete_sandbox(&self, id: &str, force: bool) -> Result<(), ClientError> {
+        let url = self.url(&format!("/v1/sandboxes/{}?force={force}", segment(id)));
+        let response = self.send(self.authed(self.http.delete(url))).await?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(api_error(status, response).await)
         }
-        let response = self.send(request).await?;
+    }
+
+    /// `POST /v1/sandboxes/{id}/exec`, waiting for the whole result.
+    pub async fn exec(&self, id: &str, request: &ExecRequest) -> Result<ExecResult, ClientError> {
+        let mut request = request.clone();
+        request.stream = false;
+        self.call(
+            self.http
+                .post(self.url(&format!("/v1/sandboxes/{}/exec", segment(id))))
+                .json(&request),
+        )
+        .await
+    }
+
+    /// `POST /v1/sandboxes/{id}/exec` with `stream: true`: events as the process writes.
+    pub async fn exec_stream(
+        &self,
+        id: &str,
+        request: &ExecRequest,
+    ) -> Result<impl Stream<Item = Result<ExecEvent, ClientError>> + Unpin + use<>, ClientError>
+    {
+        let mut request = request.clone();
+        request.stream = true;
+        let builder = self
+            .http
+            .post(self.url(&format!("/v1/sandboxes/{}/exec", segment(id))))
+            .json(&request);
+        let response = self.send(self.authed(builder)).await?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(api_error(status, response).await);
+        }
+        let addr = self.addr();
+        let bytes = response
+            .bytes_stream()
+            .map_err(move |source| ClientError::Transport {
+                addr: addr.clone(),
+                source,
+            });
+        Ok(Box::pin(ndjson_lines(bytes)))
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(self.http.get(self.url(path))).await
+    }
+
+    /// Sends an authenticated request and decodes a JSON answer or the error body.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let response = self.send(self.authed(request)).await?;
         let status = response.status();
         if status.is_success() {
             decode(status, response).await
         } else {
             Err(api_error(status, response).await)
+        }
+    }
+
+    fn authed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
         }
     }
 
@@ -150,6 +257,66 @@ impl Client {
             .join(path)
             .expect("API paths are valid relative URLs")
     }
+}
+
+/// A path segment with the characters URLs reserve escaped (ids and names never have
+/// them, but a typo should reach the daemon as the typo, not as another path).
+fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// Splits a byte stream into lines and decodes each as an [`ExecEvent`].
+fn ndjson_lines(
+    bytes: impl Stream<Item = Result<bytes::Bytes, ClientError>> + Unpin,
+) -> impl Stream<Item = Result<ExecEvent, ClientError>> {
+    futures::stream::unfold(
+        (bytes, Vec::new(), false),
+        |(mut bytes, mut buffer, done)| async move {
+            loop {
+                if let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buffer.drain(..=end).collect();
+                    let line = &line[..line.len() - 1];
+                    if line.is_empty() {
+                        continue;
+                    }
+                    let event = serde_json::from_slice::<ExecEvent>(line).map_err(|e| {
+                        ClientError::Unexpected {
+                            status: 200,
+                            detail: format!("cannot decode a stream event: {e}"),
+                        }
+                    });
+                    return Some((event, (bytes, buffer, done)));
+                }
+                if done {
+                    return None;
+                }
+                match bytes.next().await {
+                    Some(Ok(chunk)) => buffer.extend_from_slice(&chunk),
+                    Some(Err(e)) => return Some((Err(e), (bytes, buffer, true))),
+                    None => {
+                        if buffer.is_empty() {
+                            return None;
+                        }
+                        buffer.push(b'\n');
+                        return Some((
+                            Err(ClientError::Unexpected {
+                                status: 200,
+                                detail: "the stream ended mid-line".into(),
+                            }),
+                            (bytes, Vec::new(), true),
+                        ));
+                    }
+                }
+            }
+        },
+    )
 }
 
 fn parse_base_url(url: &str) -> Result<Url, ClientError> {

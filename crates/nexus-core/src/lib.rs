@@ -5,13 +5,16 @@
 //! the fakes in [`testing`] (feature `testing`).
 
 pub mod clock;
+pub mod driver;
 pub mod paths;
 pub mod sandbox;
+pub mod service;
 pub mod store;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use clock::{Clock, SystemClock, Timestamp};
+pub use driver::{AgentStream, Driver, DriverError, Isolation, LimitEnforcement, Started, Usage};
 pub use sandbox::{DriverKind, Limits, Sandbox, SandboxId, SandboxName, SandboxSpec, SandboxState};
 pub use store::{DatabaseInfo, RuntimeUpdate, Store, StoreError, Transition};

@@ -92,6 +92,16 @@ pub enum StoreError {
         /// The state found, or `deleted`.
         found: String,
     },
+    /// The state machine does not allow this change (a bug in the caller).
+    #[error("sandbox {id} cannot go from {from} to {to}")]
+    IllegalTransition {
+        /// The sandbox.
+        id: SandboxId,
+        /// Its state.
+        from: SandboxState,
+        /// The state asked for.
+        to: SandboxState,
+    },
     /// The backend failed.
     #[error("database error")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -129,7 +139,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn delete_sandbox(&self, id: &SandboxId) -> Result<bool, StoreError>;
 }
 
-/// A state change of one sandbox, applied only if it is still in `from`.
+/// A state change of one sandbox, applied only if it is still in `from` and the state
+/// machine allows it. `from == to` only updates the runtime handle (and `updated_at`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
     /// The sandbox.
@@ -166,6 +177,13 @@ impl Transition {
                 id: self.id.clone(),
                 expected: self.from,
                 found: sandbox.state.as_str().to_owned(),
+            });
+        }
+        if self.from != self.to && !self.from.can_become(self.to) {
+            return Err(StoreError::IllegalTransition {
+                id: self.id.clone(),
+                from: self.from,
+                to: self.to,
             });
         }
         sandbox.state = self.to;

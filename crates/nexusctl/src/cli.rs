@@ -44,6 +44,13 @@ pub enum Command {
     Version,
     /// Check what this host can enforce (no daemon needed).
     Doctor,
+    /// Create, list, inspect, start, stop and delete sandboxes.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+    /// Run a command in a running sandbox, streaming its output; exits with its exit code.
+    Exec(ExecArgs),
+    /// Create a throwaway sandbox, run a command in it, delete it; exits with its exit code.
+    Run(RunArgs),
     /// Print a shell completion script, e.g. `nexusctl completion bash > ~/.local/share/bash-completion/completions/nexusctl`.
     Completion {
         /// The shell to complete for.
@@ -70,4 +77,131 @@ impl From<CompletionShell> for Shell {
             CompletionShell::Fish => Shell::Fish,
         }
     }
+}
+
+/// `nexusctl sandbox ...`
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Create a sandbox (and start it, unless --no-start).
+    Create(CreateArgs),
+    /// List sandboxes.
+    #[command(alias = "ls")]
+    List,
+    /// Show everything about a sandbox, including its isolation report.
+    Inspect {
+        /// Sandbox name or id.
+        sandbox: String,
+    },
+    /// Start a created, stopped or crashed sandbox.
+    Start {
+        /// Sandbox name or id.
+        sandbox: String,
+    },
+    /// Stop a sandbox (SIGTERM, then SIGKILL after a grace period); its workspace is kept.
+    Stop {
+        /// Sandbox name or id.
+        sandbox: String,
+    },
+    /// Delete a sandbox and every trace of it.
+    #[command(alias = "rm")]
+    Delete {
+        /// Sandbox name or id.
+        sandbox: String,
+        /// Delete it even if it is running.
+        #[arg(long, short)]
+        force: bool,
+    },
+}
+
+/// What a new sandbox looks like.
+#[derive(Debug, Clone, Args)]
+pub struct SandboxShape {
+    /// Image of the root filesystem [default: host].
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Isolation driver: bwrap (default) or host.
+    #[arg(long)]
+    pub driver: Option<String>,
+    /// Environment variable of every process, KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// Label, KEY=VALUE (repeatable).
+    #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub labels: Vec<(String, String)>,
+    /// Memory limit in MiB.
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u64>,
+    /// CPU quota in cores, e.g. 0.5.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Maximum processes and threads.
+    #[arg(long)]
+    pub pids: Option<u64>,
+    /// Size of /tmp in MiB.
+    #[arg(long, value_name = "MIB")]
+    pub tmp: Option<u64>,
+    /// Stop the sandbox after this long, e.g. 30m.
+    #[arg(long, value_parser = parse_duration)]
+    pub ttl: Option<std::time::Duration>,
+}
+
+/// `nexusctl sandbox create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Name [default: generated].
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub shape: SandboxShape,
+    /// Only record it; start it later with `sandbox start`.
+    #[arg(long)]
+    pub no_start: bool,
+}
+
+/// How a command runs.
+#[derive(Debug, Clone, Args)]
+pub struct CommandArgs {
+    /// Working directory inside the sandbox [default: /workspace].
+    #[arg(long, short = 'w')]
+    pub cwd: Option<String>,
+    /// Kill the command after this long, e.g. 30s.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Pass this program's stdin to the command (read to the end first).
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+    /// The command and its arguments (no shell: use `sh -c '...'` for one).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `nexusctl exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Sandbox name or id.
+    pub sandbox: String,
+    /// Extra environment variable, KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    #[command(flatten)]
+    pub command: CommandArgs,
+}
+
+/// `nexusctl run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub shape: SandboxShape,
+    #[command(flatten)]
+    pub command: CommandArgs,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 30s, 5m, 1h)"))
 }

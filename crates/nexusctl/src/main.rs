@@ -42,6 +42,10 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli, out)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.is::<Quiet>() => ExitCode::FAILURE,
+        Err(err) if err.is::<commands::exec::ExitWith>() => ExitCode::from(
+            err.downcast_ref::<commands::exec::ExitWith>()
+                .map_or(1, |e| e.0),
+        ),
         Err(err) => fail(&err),
     }
 }
@@ -52,6 +56,11 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         Command::Completion { shell } => commands::completion::run(shell, out),
         Command::Status => commands::status::run(&connect(&cli.global)?, out).await,
         Command::Version => commands::version::run(&connect(&cli.global)?, out).await,
+        Command::Sandbox(command) => {
+            commands::sandbox::run(&connect(&cli.global)?, command, out).await
+        }
+        Command::Exec(args) => commands::exec::exec(&connect(&cli.global)?, args, out).await,
+        Command::Run(args) => commands::exec::run(&connect(&cli.global)?, args, out).await,
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Config {
     pub runtime_dir: PathBuf,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
+    /// Whether sandboxes may use the `host` driver, which isolates nothing.
+    pub allow_host_driver: bool,
 }
 
 /// The shape of `nexus.yaml`. Unknown keys are refused so typos do not pass silently.
@@ -57,6 +59,8 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// Directory of sockets and pid files.
     pub runtime_dir: Option<PathBuf>,
+    /// Allow the `host` driver (no isolation at all) [default: false].
+    pub allow_host_driver: Option<bool>,
 }
 
 /// The default grace period at shutdown (as in the deployment guide's `shutdown_timeout`).
@@ -107,6 +111,7 @@ impl Config {
             data_dir: absolute(file.data_dir).unwrap_or_else(|| dirs.data_dir()),
             runtime_dir: absolute(file.runtime_dir).unwrap_or_else(|| dirs.runtime_dir()),
             config_file,
+            allow_host_driver: file.allow_host_driver.unwrap_or(false),
         })
     }
 }

@@ -9,7 +9,8 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use nexus_api::DaemonPaths;
-use nexus_core::Store;
+use nexus_core::service::{SandboxService, ServiceConfig};
+use nexus_core::{Store, SystemClock};
 use nexus_store::SqliteStore;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
@@ -28,6 +29,7 @@ pub struct RunningDaemon {
     shutdown_timeout: std::time::Duration,
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
+    ticker: JoinHandle<()>,
     pid_file: PathBuf,
 }
 
@@ -61,6 +63,23 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
         .context("the store-opening task panicked")??;
     let store: Arc<dyn Store> = Arc::new(store);
     let (token, source) = token::load_or_create(config.token.as_deref(), &config.token_file)?;
+    let sandboxes = Arc::new(SandboxService::new(
+        store.clone(),
+        crate::drivers::build(config)?,
+        Arc::new(SystemClock),
+        ServiceConfig {
+            allow_host_driver: config.allow_host_driver,
+            ..ServiceConfig::default()
+        },
+    ));
+    // Sandboxes that outlived the previous daemon are adopted before anything is served.
+    let adopted = sandboxes
+        .adopt()
+        .await
+        .context("cannot adopt the sandboxes of the previous run")?;
+    if adopted > 0 {
+        tracing::info!(adopted, "adopted running sandboxes");
+    }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -81,6 +100,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
 
     let state = AppState {
         store,
+        sandboxes: sandboxes.clone(),
         token: Arc::new(token.clone()),
         metrics: Arc::new(Metrics::new()),
         info: Arc::new(DaemonInfo {
@@ -102,6 +122,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
     fs_err::write(&pid_file, format!("{}\n", std::process::id()))?;
 
     let (stop, mut stopped) = watch::channel(false);
+    let ticker = tokio::spawn(tick(sandboxes, stop.subscribe()));
     let app = crate::http::app(state);
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -118,6 +139,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
         shutdown_timeout: config.shutdown_timeout,
         stop,
         server,
+        ticker,
         pid_file,
     })
 }
@@ -161,11 +183,28 @@ impl RunningDaemon {
                 tracing::warn!(timeout = %humantime::format_duration(timeout), "in-flight requests did not finish in time; closing them");
             }
         }
+        self.ticker.abort();
         if let Err(e) = std::fs::remove_file(&self.pid_file) {
             tracing::debug!(error = %e, path = %self.pid_file.display(), "pid file already gone");
         }
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// Once a second: stops sandboxes past their TTL and notices crashed ones.
+async fn tick(service: Arc<SandboxService>, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                if let Err(e) = service.tick().await {
+                    tracing::warn!(error = %e, "periodic sandbox check failed");
+                }
+            }
+            _ = stop.changed() => return,
+        }
     }
 }
 

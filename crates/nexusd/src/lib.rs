@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod drivers;
 pub mod http;
 pub mod logging;
 pub mod state;

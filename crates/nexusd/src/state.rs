@@ -6,6 +6,7 @@ use std::time::{Instant, SystemTime};
 
 use nexus_api::DaemonPaths;
 use nexus_core::Store;
+use nexus_core::service::SandboxService;
 
 use crate::http::metrics::Metrics;
 use crate::token::ApiToken;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub token: Arc<ApiToken>,
     /// Prometheus registry.
     pub metrics: Arc<Metrics>,
+    /// The sandbox lifecycle.
+    pub sandboxes: Arc<SandboxService>,
     /// Facts about this process for `/v1/status`.
     pub info: Arc<DaemonInfo>,
 }

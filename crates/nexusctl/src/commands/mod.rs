@@ -2,5 +2,7 @@
 
 pub mod completion;
 pub mod doctor;
+pub mod exec;
+pub mod sandbox;
 pub mod status;
 pub mod version;

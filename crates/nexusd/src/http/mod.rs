@@ -2,10 +2,12 @@
 //! between HTTP and the core.
 
 pub mod auth;
+pub mod convert;
 pub mod error;
 pub mod json;
 pub mod metrics;
 pub mod openapi;
+pub mod sandboxes;
 pub mod system;
 
 use std::sync::OnceLock;
@@ -37,7 +39,13 @@ fn public_routes() -> OpenApiRouter<AppState> {
 
 /// `/v1` routes that need the bearer token.
 fn protected_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(system::status))
+    OpenApiRouter::new()
+        .routes(routes!(system::status))
+        .routes(routes!(sandboxes::create, sandboxes::list))
+        .routes(routes!(sandboxes::get, sandboxes::delete))
+        .routes(routes!(sandboxes::start))
+        .routes(routes!(sandboxes::stop))
+        .routes(routes!(sandboxes::exec))
 }
 
 /// The OpenAPI document of every `/v1` route, as served at `/v1/openapi.json`.
@@ -169,8 +177,15 @@ mod tests {
     }
 
     fn state(store: Arc<MemoryStore>) -> AppState {
+        let sandboxes = nexus_core::service::SandboxService::new(
+            store.clone(),
+            Vec::new(),
+            Arc::new(nexus_core::SystemClock),
+            nexus_core::service::ServiceConfig::default(),
+        );
         AppState {
             store,
+            sandboxes: Arc::new(sandboxes),
             token: Arc::new(ApiToken::new("0123456789abcdef".into())),
             metrics: Arc::new(metrics::Metrics::new()),
             info: Arc::new(DaemonInfo {

@@ -14,7 +14,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         license(name = "Apache-2.0"),
     ),
     modifiers(&BearerAuth),
-    tags((name = "system", description = "Health and status of the daemon"))
+    tags(
+        (name = "system", description = "Health and status of the daemon"),
+        (name = "sandboxes", description = "Sandbox lifecycle and commands"),
+    )
 )]
 pub struct ApiDoc;
 

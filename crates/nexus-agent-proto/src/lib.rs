@@ -1,0 +1,33 @@
+//! The protocol between `nexusd` and `nexus-agent`, the program inside every sandbox.
+//!
+//! It runs over any reliable byte stream (a Unix socket now, a virtio-vsock channel later):
+//! everything here is generic over `AsyncRead + AsyncWrite`. `PROTOCOL.md` beside this
+//! crate's manifest is the specification; this crate is its implementation:
+//!
+//! - [`frame`]: the wire unit, `u32 BE length | u8 type | u32 BE channel | payload`, and
+//!   its codec (size limit, unknown types rejected);
+//! - [`messages`]: the JSON messages and the values they carry;
+//! - [`handshake`]: version negotiation, both halves;
+//! - [`AgentClient`]: the host side, many concurrent operations on one connection,
+//!   output streams with credit-based flow control ([`OutputStream`]).
+//!
+//! The agent's side of the operations lives in the `nexus-agent` crate, which uses the
+//! frame codec, the messages and [`handshake::accept_handshake`] from here.
+
+mod client;
+mod error;
+pub mod frame;
+pub mod handshake;
+pub mod messages;
+mod stream;
+
+pub use client::{AgentClient, ClientOptions, DEFAULT_OUTPUT_WINDOW, ProcessHandle};
+pub use error::ProtoError;
+pub use frame::{CONTROL_CHANNEL, Frame, FrameCodec, FrameType, MAX_DATA_CHUNK, MAX_FRAME_LEN};
+pub use handshake::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, SUPPORTED_VERSIONS};
+pub use messages::{
+    AgentInfo, Attach, ConnectionError, DEFAULT_MAX_OUTPUT_BYTES, ErrorCode, Event, ExecRequest,
+    ExitInfo, Hello, MAGIC, OutputOffsets, Pong, ProcessId, ProcessInfo, ProcessState, Request,
+    Response, StreamKind, TerminateReport,
+};
+pub use stream::{CompletedProcess, OutputEvent, OutputStream};

@@ -1,0 +1,484 @@
+//! The JSON messages of the protocol (handshake, requests, responses, events) and the
+//! value types they carry. Field names are part of the protocol; see PROTOCOL.md.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The default cap on a process's recorded output (stdout and stderr together), as in the
+/// deployment guide.
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 2_000_000;
+
+/// The string every HELLO carries, so an agent can tell a Nexus client from a stray peer.
+pub const MAGIC: &str = "nexus-agent";
+
+/// The agent-assigned id of a process, unique for the agent's lifetime (never reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProcessId(pub u64);
+
+impl fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One of a process's two output streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// HELLO: the client's opening message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`MAGIC`].
+    pub magic: String,
+    /// The oldest protocol version the client speaks.
+    pub min_version: u16,
+    /// The newest protocol version the client speaks.
+    pub max_version: u16,
+    /// Free text naming the client, for the agent's log (`nexusd/0.1.0`).
+    #[serde(default)]
+    pub client: String,
+}
+
+/// WELCOME: what the agent tells about itself once it has picked a version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// The protocol version both sides speak from now on.
+    pub protocol_version: u16,
+    /// The agent's build version (its crate version).
+    pub agent_version: String,
+    /// The agent's pid in its own PID namespace (1 when it is a sandbox's init).
+    pub pid: u32,
+    /// The uid the agent runs as, in its user namespace.
+    pub uid: u32,
+    /// Whether the agent is PID 1 of its PID namespace.
+    pub pid1: bool,
+    /// Whether the agent is a child subreaper (always true when it is not PID 1).
+    pub subreaper: bool,
+    /// `prctl(PR_GET_DUMPABLE)` of the agent: false means it cannot be ptraced or have its
+    /// `/proc/<pid>/mem` and `fd` read by the code it runs.
+    pub dumpable: bool,
+    /// How many bytes of each output stream the agent keeps for re-attaching.
+    pub window_bytes: u64,
+}
+
+/// The payload of an ERROR frame: a fatal, connection-level error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionError {
+    /// What went wrong, stable.
+    pub code: ErrorCode,
+    /// What went wrong, for people.
+    pub message: String,
+    /// On `version_mismatch`: the oldest version the agent speaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_min: Option<u16>,
+    /// On `version_mismatch`: the newest version the agent speaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_max: Option<u16>,
+}
+
+/// How to start a process. No shell is involved: `argv[0]` is looked up in the `PATH`
+/// of the process's environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// The program and its arguments; must not be empty.
+    pub argv: Vec<String>,
+    /// The process's environment on top of the agent's defaults (`PATH`, `HOME`, `LANG`),
+    /// which these override. Nothing else is inherited.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; the agent's default (`/workspace`, else `/`) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Keep stdin open as a pipe for `write_stdin`; otherwise stdin is `/dev/null`.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Kill the whole process group with SIGKILL after this many milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Cap on the output recorded (stdout and stderr together); the rest is read and
+    /// discarded, the process keeps running and `output_truncated` is set.
+    #[serde(default = "default_max_output_bytes")]
+    pub max_output_bytes: u64,
+}
+
+fn default_max_output_bytes() -> u64 {
+    DEFAULT_MAX_OUTPUT_BYTES
+}
+
+impl ExecRequest {
+    /// A request for `argv` with every other field at its default.
+    pub fn new<I, S>(argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            argv: argv.into_iter().map(Into::into).collect(),
+            env: BTreeMap::new(),
+            cwd: None,
+            stdin: false,
+            timeout_ms: None,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+        }
+    }
+}
+
+/// How a process ended, and what limits bit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// The exit status when the process exited normally.
+    pub exit_code: Option<i32>,
+    /// The signal that killed the process, when one did.
+    pub signal: Option<i32>,
+    /// The agent killed the process group because `timeout_ms` passed.
+    pub timed_out: bool,
+    /// Some output was discarded because `max_output_bytes` was reached.
+    pub output_truncated: bool,
+    /// From the start of the process to the reaping of its leader.
+    pub duration_ms: u64,
+    /// Bytes the process wrote to stdout, including discarded ones.
+    pub stdout_bytes: u64,
+    /// Bytes the process wrote to stderr, including discarded ones.
+    pub stderr_bytes: u64,
+}
+
+/// Whether a process is still running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessState {
+    /// Running, or its leader exited and its output is still being collected.
+    Running,
+    /// Finished; `exit` is set.
+    Exited,
+}
+
+/// One process the agent knows, as `list` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// The agent's id of the process.
+    pub id: ProcessId,
+    /// Its pid in the agent's PID namespace (also its process group id).
+    pub pid: u32,
+    /// What was run.
+    pub argv: Vec<String>,
+    /// Running or exited.
+    pub state: ProcessState,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    /// How it ended, once it has.
+    pub exit: Option<ExitInfo>,
+}
+
+/// The answer to a ping.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    /// The agent's pid.
+    pub pid: u32,
+    /// Milliseconds since the agent started.
+    pub uptime_ms: u64,
+    /// `prctl(PR_GET_DUMPABLE)`, read now.
+    pub dumpable: bool,
+    /// Processes currently running.
+    pub running: u32,
+}
+
+/// What `terminate_all` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminateReport {
+    /// Process groups sent SIGTERM.
+    pub signalled: u32,
+    /// Process groups still running after the grace period and sent SIGKILL.
+    pub killed: u32,
+}
+
+/// Absolute byte offsets in a process's stdout and stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputOffsets {
+    /// Offset in stdout.
+    pub stdout: u64,
+    /// Offset in stderr.
+    pub stderr: u64,
+}
+
+impl OutputOffsets {
+    /// The beginning of both streams.
+    pub const START: Self = Self {
+        stdout: 0,
+        stderr: 0,
+    };
+}
+
+/// Attach an output stream to a new process before it can write anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attach {
+    /// Initial flow-control credit, in bytes.
+    pub credit: u32,
+}
+
+/// REQUEST: an operation, tagged by `op`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Answered by [`Response::Pong`].
+    Ping,
+    /// Start a process. Without `attach`: answered by [`Response::Started`]. With it: an
+    /// [`Event::Started`], then its output as with [`Request::Output`].
+    Exec {
+        /// What to run.
+        process: ExecRequest,
+        /// Stream the output on this channel from offset 0.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attach: Option<Attach>,
+    },
+    /// Stream a process's output from the given offsets: STDOUT/STDERR frames and
+    /// [`Event::Skipped`], ended by [`Response::Exited`]. Flow-controlled by CREDIT.
+    Output {
+        /// Which process.
+        id: ProcessId,
+        /// Where to start in each stream.
+        from: OutputOffsets,
+        /// Initial flow-control credit, in bytes.
+        credit: u32,
+    },
+    /// Answered by [`Response::Exited`] when the process has finished.
+    Wait {
+        /// Which process.
+        id: ProcessId,
+    },
+    /// Send a signal to the process's whole process group. Answered by [`Response::Done`].
+    Signal {
+        /// Which process.
+        id: ProcessId,
+        /// The signal number.
+        signal: i32,
+    },
+    /// Close the process's stdin pipe. Answered by [`Response::Done`].
+    CloseStdin {
+        /// Which process.
+        id: ProcessId,
+    },
+    /// Answered by [`Response::Processes`].
+    List,
+    /// Drop an exited process's record and output. Answered by [`Response::Done`].
+    Forget {
+        /// Which process.
+        id: ProcessId,
+    },
+    /// SIGTERM every running process group, SIGKILL those left after `grace_ms`.
+    /// Answered by [`Response::Terminated`] once all have exited.
+    TerminateAll {
+        /// Grace period between SIGTERM and SIGKILL.
+        grace_ms: u64,
+    },
+}
+
+/// RESPONSE: the last message of a channel, tagged by `result`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// To [`Request::Ping`].
+    Pong {
+        /// What the agent reports.
+        pong: Pong,
+    },
+    /// To [`Request::Exec`] without attach.
+    Started {
+        /// The new process's id.
+        id: ProcessId,
+        /// Its pid.
+        pid: u32,
+    },
+    /// To [`Request::Wait`], and the end of an output stream.
+    Exited {
+        /// How the process ended.
+        exit: ExitInfo,
+    },
+    /// To [`Request::List`].
+    Processes {
+        /// Every process the agent knows, oldest first.
+        processes: Vec<ProcessInfo>,
+    },
+    /// The operation was done.
+    Done,
+    /// To [`Request::TerminateAll`].
+    Terminated {
+        /// What was done.
+        report: TerminateReport,
+    },
+    /// The operation failed; the connection is still fine.
+    Error {
+        /// Stable code.
+        code: ErrorCode,
+        /// For people.
+        message: String,
+    },
+}
+
+/// EVENT: an intermediate message on an open channel, tagged by `event`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// An attached exec started the process.
+    Started {
+        /// The new process's id.
+        id: ProcessId,
+        /// Its pid.
+        pid: u32,
+    },
+    /// `bytes` bytes of `stream` from `offset` on are no longer kept; the stream goes on at
+    /// `offset + bytes`.
+    Skipped {
+        /// Which stream.
+        stream: StreamKind,
+        /// Where the gap starts.
+        offset: u64,
+        /// How long it is.
+        bytes: u64,
+    },
+}
+
+/// Stable error codes of [`Response::Error`] and [`ConnectionError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// No process with that id (never existed, or forgotten).
+    UnknownProcess,
+    /// The operation needs an exited process.
+    StillRunning,
+    /// The operation needs a running process.
+    NotRunning,
+    /// The process could not be started (program not found, bad cwd, ...).
+    SpawnFailed,
+    /// The request is malformed or names an impossible value.
+    BadRequest,
+    /// The process's stdin is closed, or was never a pipe.
+    StdinClosed,
+    /// A channel id already in use, or too many open channels.
+    Busy,
+    /// The client's and agent's protocol versions do not overlap.
+    VersionMismatch,
+    /// The peer broke the protocol (bad frame, unexpected frame).
+    ProtocolError,
+    /// Something failed inside the agent.
+    Internal,
+    /// A code this version does not know (sent by a newer peer).
+    #[serde(other)]
+    Unknown,
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "unknown".to_owned());
+        f.write_str(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn requests_have_the_documented_shape() {
+        let mut process = ExecRequest::new(["echo", "hi"]);
+        process.timeout_ms = Some(300);
+        let request = Request::Exec {
+            process,
+            attach: Some(Attach { credit: 65536 }),
+        };
+        let value = serde_json::to_value(&request).unwrap();
+        assert_eq!(
+            value,
+            json!({"op": "exec", "process": {"argv": ["echo", "hi"], "env": {}, "stdin": false,
+                   "timeout_ms": 300, "max_output_bytes": 2_000_000}, "attach": {"credit": 65536}})
+        );
+        assert_eq!(serde_json::from_value::<Request>(value).unwrap(), request);
+        assert_eq!(
+            serde_json::to_value(Request::TerminateAll { grace_ms: 5 }).unwrap(),
+            json!({"op": "terminate_all", "grace_ms": 5})
+        );
+    }
+
+    #[test]
+    fn exec_defaults_apply_to_missing_fields() {
+        let request: Request =
+            serde_json::from_value(json!({"op": "exec", "process": {"argv": ["true"]}})).unwrap();
+        assert_eq!(
+            request,
+            Request::Exec {
+                process: ExecRequest::new(["true"]),
+                attach: None
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_op_is_an_error_and_unknown_fields_are_ignored() {
+        assert!(serde_json::from_value::<Request>(json!({"op": "reboot"})).is_err());
+        let request: Request =
+            serde_json::from_value(json!({"op": "wait", "id": 4, "future_field": true})).unwrap();
+        assert_eq!(request, Request::Wait { id: ProcessId(4) });
+    }
+
+    #[test]
+    fn responses_and_events_round_trip() {
+        let exit = ExitInfo {
+            exit_code: None,
+            signal: Some(9),
+            timed_out: true,
+            output_truncated: false,
+            duration_ms: 301,
+            stdout_bytes: 0,
+            stderr_bytes: 12,
+        };
+        for response in [
+            Response::Exited { exit },
+            Response::Done,
+            Response::Error {
+                code: ErrorCode::UnknownProcess,
+                message: "no process 3".into(),
+            },
+        ] {
+            let text = serde_json::to_string(&response).unwrap();
+            assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), response);
+        }
+        let event = Event::Skipped {
+            stream: StreamKind::Stderr,
+            offset: 10,
+            bytes: 20,
+        };
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            json!({"event": "skipped", "stream": "stderr", "offset": 10, "bytes": 20})
+        );
+    }
+
+    #[test]
+    fn unknown_error_codes_from_newer_peers_still_parse() {
+        let response: Response = serde_json::from_value(
+            json!({"result": "error", "code": "quota_exceeded", "message": "m"}),
+        )
+        .unwrap();
+        assert_eq!(
+            response,
+            Response::Error {
+                code: ErrorCode::Unknown,
+                message: "m".into()
+            }
+        );
+        assert_eq!(ErrorCode::SpawnFailed.to_string(), "spawn_failed");
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real `nexus-agent` binary, started as a plain child of the test
+//! (no bubblewrap), driven through the real `AgentClient` over a Unix socket.
+
+mod exec;
+mod harness;
+mod init;
+mod protocol;
+mod streams;

@@ -1,0 +1,158 @@
+//! The `Driver` trait: how a sandbox is isolated and started. The bubblewrap and host
+//! drivers implement it now, a microVM driver later; the service above never knows which.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::sandbox::{DriverKind, Sandbox};
+
+/// A reliable byte stream to a sandbox's agent (a Unix socket now, a virtio channel later).
+pub trait AgentIo: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> AgentIo for T {}
+
+/// A boxed agent stream.
+pub type AgentStream = Box<dyn AgentIo>;
+
+/// What a driver reports after starting a sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Started {
+    /// Driver-private handle to persist (JSON): enough to find, adopt and clean up the
+    /// sandbox after a daemon restart.
+    pub runtime: String,
+    /// The isolation actually in force.
+    pub isolation: Isolation,
+}
+
+/// The isolation a running sandbox really has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Isolation {
+    /// `false` when nothing separates the sandbox from the host.
+    pub isolated: bool,
+    /// Namespaces of its own: `user`, `mount`, `pid`, `ipc`, `uts`, `net`, `cgroup`.
+    pub namespaces: Vec<String>,
+    /// Seccomp filter loaded.
+    pub seccomp: bool,
+    /// Capabilities held inside: `none` or a list.
+    pub capabilities: String,
+    /// `no_new_privs` set.
+    pub no_new_privs: bool,
+    /// Uid inside the sandbox.
+    pub uid_inside: Option<u32>,
+    /// Host uid it maps to.
+    pub uid_host: Option<u32>,
+    /// Each requested limit and whether it is enforced.
+    pub limits: Vec<LimitEnforcement>,
+    /// Anything else worth knowing.
+    pub warnings: Vec<String>,
+}
+
+/// Whether one requested limit is enforced here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitEnforcement {
+    /// `memory`, `cpu`, `pids` or `tmp`.
+    pub name: String,
+    /// The requested value, for people (`256 MiB`).
+    pub requested: String,
+    /// Whether the host enforces it.
+    pub enforced: bool,
+    /// How, or why not.
+    pub detail: String,
+}
+
+/// Resource usage of a sandbox, from its cgroups.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Memory in use, bytes.
+    pub memory_current: Option<u64>,
+    /// Peak memory, bytes.
+    pub memory_peak: Option<u64>,
+    /// OOM kills so far.
+    pub oom_kills: Option<u64>,
+    /// Processes and threads.
+    pub pids_current: Option<u64>,
+    /// CPU time used, microseconds.
+    pub cpu_usage_usec: Option<u64>,
+}
+
+/// Why a driver could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The driver cannot work on this host (bubblewrap missing, user namespaces off).
+    #[error(
+        "the {driver} driver cannot run sandboxes here: {reason}; run `nexusctl doctor` for details"
+    )]
+    Unavailable {
+        /// The driver.
+        driver: DriverKind,
+        /// What is missing and how to fix it.
+        reason: String,
+    },
+    /// The driver is disabled by configuration.
+    #[error("the {driver} driver is disabled: {reason}")]
+    Disabled {
+        /// The driver.
+        driver: DriverKind,
+        /// How to enable it.
+        reason: String,
+    },
+    /// Starting failed; whatever was made has been removed.
+    #[error("cannot start sandbox: {reason}")]
+    Start {
+        /// What went wrong.
+        reason: String,
+    },
+    /// The agent cannot be reached.
+    #[error("cannot reach the sandbox's agent: {reason}")]
+    Connect {
+        /// What went wrong.
+        reason: String,
+    },
+    /// Cleaning up failed; the message says what was left.
+    #[error("cannot clean up sandbox: {reason}")]
+    Cleanup {
+        /// What is left behind.
+        reason: String,
+    },
+}
+
+/// An isolation backend.
+#[async_trait]
+pub trait Driver: Send + Sync + std::fmt::Debug {
+    /// Which driver this is.
+    fn kind(&self) -> DriverKind;
+
+    /// Checks, without starting anything, that the driver can work here.
+    fn check_available(&self) -> Result<(), DriverError>;
+
+    /// Starts the sandbox's processes (its agent first). On failure, everything made on
+    /// the way is removed before returning.
+    async fn start(&self, sandbox: &Sandbox) -> Result<Started, DriverError>;
+
+    /// Opens a stream to the agent of a started sandbox.
+    async fn connect(&self, sandbox: &Sandbox, runtime: &str) -> Result<AgentStream, DriverError>;
+
+    /// Whether the sandbox's processes still exist.
+    async fn is_alive(&self, runtime: &str) -> bool;
+
+    /// The isolation of a started sandbox (re-derived from its runtime handle after a
+    /// daemon restart).
+    fn isolation(&self, sandbox: &Sandbox, runtime: &str) -> Isolation;
+
+    /// Resource usage, where the host can tell.
+    async fn usage(&self, runtime: &str) -> Usage;
+
+    /// Ends every process of the sandbox (SIGKILL after `grace`) and releases what its
+    /// running needed (cgroups, sockets). The workspace is kept.
+    async fn stop(
+        &self,
+        sandbox: &Sandbox,
+        runtime: &str,
+        grace: Duration,
+    ) -> Result<(), DriverError>;
+
+    /// Removes every trace of a stopped sandbox, its workspace included.
+    async fn destroy(&self, sandbox: &Sandbox) -> Result<(), DriverError>;
+}

@@ -1,0 +1,108 @@
+//! Conversions between the core's types and the API's wire types.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use nexus_api::{ErrorCode, IsolationReport, LimitReport, LimitsBody, SandboxInfo};
+use nexus_core::service::{CreateSandbox, SandboxView, ServiceError};
+use nexus_core::{Isolation, Limits, Timestamp};
+
+use super::error::ApiError;
+
+/// The API's create request as the service's.
+pub fn create_request(body: nexus_api::CreateSandboxRequest) -> CreateSandbox {
+    CreateSandbox {
+        name: body.name,
+        image: body.image,
+        driver: body.driver,
+        env: body.env,
+        labels: body.labels,
+        limits: Limits {
+            memory_mib: body.limits.memory_mib,
+            cpus: body.limits.cpus,
+            pids: body.limits.pids,
+            tmp_mib: body.limits.tmp_mib,
+        },
+        ttl_seconds: body.ttl_seconds,
+        start: body.start.unwrap_or(true),
+    }
+}
+
+/// A sandbox as the API shows it.
+pub fn sandbox_info(view: SandboxView) -> SandboxInfo {
+    let SandboxView {
+        sandbox: s,
+        isolation,
+    } = view;
+    SandboxInfo {
+        id: s.id.to_string(),
+        name: s.spec.name.to_string(),
+        image: s.spec.image,
+        driver: s.spec.driver.to_string(),
+        state: s.state.to_string(),
+        crash_reason: s.crash_reason,
+        env: s.spec.env,
+        labels: s.spec.labels,
+        limits: LimitsBody {
+            memory_mib: s.spec.limits.memory_mib,
+            cpus: s.spec.limits.cpus,
+            pids: s.spec.limits.pids,
+            tmp_mib: s.spec.limits.tmp_mib,
+        },
+        ttl_seconds: s.spec.ttl_seconds,
+        created_at: rfc3339(s.created_at),
+        updated_at: rfc3339(s.updated_at),
+        started_at: s.started_at.map(rfc3339),
+        isolation: isolation.map(isolation_report),
+    }
+}
+
+fn isolation_report(i: Isolation) -> IsolationReport {
+    IsolationReport {
+        isolated: i.isolated,
+        namespaces: i.namespaces,
+        seccomp: i.seccomp,
+        capabilities: i.capabilities,
+        no_new_privs: i.no_new_privs,
+        uid_inside: i.uid_inside,
+        uid_host: i.uid_host,
+        limits: i
+            .limits
+            .into_iter()
+            .map(|l| LimitReport {
+                name: l.name,
+                requested: l.requested,
+                enforced: l.enforced,
+                detail: l.detail,
+            })
+            .collect(),
+        warnings: i.warnings,
+    }
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(t: Timestamp) -> String {
+    let millis = u64::try_from(t.as_millis()).unwrap_or(0);
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(millis)).to_string()
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        let message = err.to_string();
+        match err {
+            ServiceError::NotFound(_) => ApiError::new(ErrorCode::SandboxNotFound, message),
+            ServiceError::Invalid(_) => ApiError::new(ErrorCode::InvalidRequest, message),
+            ServiceError::NameTaken(_) => ApiError::new(ErrorCode::SandboxNameTaken, message),
+            ServiceError::NotRunning { .. } => ApiError::new(ErrorCode::SandboxNotRunning, message),
+            ServiceError::Conflict(_) => ApiError::new(ErrorCode::SandboxStateConflict, message),
+            ServiceError::DriverUnavailable(_) => {
+                ApiError::new(ErrorCode::DriverUnavailable, message)
+            }
+            ServiceError::Driver(nexus_core::DriverError::Start { .. }) => {
+                tracing::error!(error = %message, "sandbox start failed");
+                ApiError::new(ErrorCode::SandboxStartFailed, message)
+            }
+            ServiceError::Driver(_) => ApiError::internal(err),
+            ServiceError::Agent(_) | ServiceError::Store(_) => ApiError::internal(err),
+        }
+    }
+}
