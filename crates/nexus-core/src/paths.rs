@@ -25,6 +25,8 @@ pub struct XdgDirs {
     pub data_home: PathBuf,
     /// `$XDG_RUNTIME_DIR`, or the documented fallback.
     pub runtime_dir: PathBuf,
+    /// Whether `$XDG_DATA_HOME` was set (rather than derived from `$HOME`).
+    pub data_home_explicit: bool,
 }
 
 impl XdgDirs {
@@ -49,6 +51,7 @@ impl XdgDirs {
             config_home: var("XDG_CONFIG_HOME", &[".config"]),
             state_home: var("XDG_STATE_HOME", &[".local", "state"]),
             data_home: var("XDG_DATA_HOME", &[".local", "share"]),
+            data_home_explicit: lookup("XDG_DATA_HOME").is_some_and(|p| p.is_absolute()),
             runtime_dir: lookup("XDG_RUNTIME_DIR")
                 .filter(|p| p.is_absolute())
                 .unwrap_or_else(|| PathBuf::from(format!("/tmp/nexus-{uid}"))),

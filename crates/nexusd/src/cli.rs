@@ -34,6 +34,10 @@ pub struct Args {
     #[arg(long, env = "NEXUS_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub shutdown_timeout: Option<std::time::Duration>,
 
+    /// The in-sandbox agent binary [default: `nexus-agent` beside this binary].
+    #[arg(long, env = "NEXUS_AGENT_PATH", value_name = "PATH")]
+    pub agent_path: Option<PathBuf>,
+
     /// Check what this host can enforce, print a report and exit (non-zero when the
     /// default driver cannot work here).
     #[arg(long)]

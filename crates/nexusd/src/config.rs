@@ -36,6 +36,12 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// Whether sandboxes may use the `host` driver, which isolates nothing.
     pub allow_host_driver: bool,
+    /// The in-sandbox agent binary.
+    pub agent_path: PathBuf,
+    /// The bubblewrap binary.
+    pub bwrap_path: PathBuf,
+    /// Host uids given to sandboxes when the daemon runs as root, one per sandbox.
+    pub uid_range: std::ops::RangeInclusive<u32>,
 }
 
 /// The shape of `nexus.yaml`. Unknown keys are refused so typos do not pass silently.
@@ -61,6 +67,12 @@ pub struct FileConfig {
     pub runtime_dir: Option<PathBuf>,
     /// Allow the `host` driver (no isolation at all) [default: false].
     pub allow_host_driver: Option<bool>,
+    /// The in-sandbox agent binary [default: `nexus-agent` beside `nexusd`].
+    pub agent_path: Option<PathBuf>,
+    /// The bubblewrap binary [default: `bwrap` on the PATH].
+    pub bwrap_path: Option<PathBuf>,
+    /// Host uids for sandboxes when running as root, `FIRST-LAST` [default: 200000-265535].
+    pub uid_range: Option<String>,
 }
 
 /// The default grace period at shutdown (as in the deployment guide's `shutdown_timeout`).
@@ -108,12 +120,68 @@ impl Config {
             log_level,
             state_dir: absolute(args.state_dir.clone().or(file.state_dir))
                 .unwrap_or_else(|| dirs.state_dir()),
-            data_dir: absolute(file.data_dir).unwrap_or_else(|| dirs.data_dir()),
+            data_dir: absolute(file.data_dir).unwrap_or_else(|| default_data_dir(dirs)),
             runtime_dir: absolute(file.runtime_dir).unwrap_or_else(|| dirs.runtime_dir()),
             config_file,
             allow_host_driver: file.allow_host_driver.unwrap_or(false),
+            agent_path: args
+                .agent_path
+                .clone()
+                .or(file.agent_path)
+                .unwrap_or_else(default_agent_path),
+            bwrap_path: file.bwrap_path.unwrap_or_else(|| PathBuf::from("bwrap")),
+            uid_range: match file.uid_range {
+                Some(text) => parse_uid_range(&text)
+                    .map_err(|e| anyhow::anyhow!("invalid uid_range {text:?}: {e}"))?,
+                None => DEFAULT_UID_RANGE,
+            },
         })
     }
+}
+
+/// Host uids handed to sandboxes when the daemon runs as root: far above regular users
+/// (and above the 100000-165535 subordinate range tools like podman default to).
+pub const DEFAULT_UID_RANGE: std::ops::RangeInclusive<u32> = 200_000..=265_535;
+
+/// `FIRST-LAST`, with at least one uid, above the system range.
+pub fn parse_uid_range(text: &str) -> Result<std::ops::RangeInclusive<u32>, String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or("expected FIRST-LAST, e.g. 200000-265535")?;
+    let first: u32 = first
+        .trim()
+        .parse()
+        .map_err(|e| format!("first uid: {e}"))?;
+    let last: u32 = last.trim().parse().map_err(|e| format!("last uid: {e}"))?;
+    if first < 65_536 || last < first {
+        return Err("the range must start at 65536 or above and not be empty".into());
+    }
+    Ok(first..=last)
+}
+
+/// Where workspaces go by default. As root, each sandbox runs as its own unprivileged
+/// host uid that must reach its workspace, and root's home is closed to other users; so
+/// unless `XDG_DATA_HOME` says otherwise, a root daemon keeps its data in `/var/lib/nexus`.
+fn default_data_dir(dirs: &XdgDirs) -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root && !dirs.data_home_explicit {
+        PathBuf::from(ROOT_DATA_DIR)
+    } else {
+        dirs.data_dir()
+    }
+}
+
+/// The data directory of a daemon running as root without `XDG_DATA_HOME`.
+pub const ROOT_DATA_DIR: &str = "/var/lib/nexus";
+
+/// `nexus-agent` next to the running `nexusd`, as the install script and cargo put it.
+fn default_agent_path() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name("nexus-agent"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("nexus-agent"))
 }
 
 /// Reads and parses a config file; errors name the file, the line and the field.
@@ -243,6 +311,14 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("invalid duration \"soon\""), "{err}");
+    }
+
+    #[test]
+    fn uid_ranges_are_checked() {
+        assert_eq!(parse_uid_range("200000-200009"), Ok(200_000..=200_009));
+        assert!(parse_uid_range("1000-2000").is_err());
+        assert!(parse_uid_range("300000-200000").is_err());
+        assert!(parse_uid_range("nope").is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! graceful shutdown that lets in-flight requests finish within `shutdown_timeout`.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -56,7 +56,7 @@ impl ShutdownSignals {
 /// answers requests.
 pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
     ensure_private_dir(&config.runtime_dir)?;
-    ensure_private_dir(&config.data_dir)?;
+    let agent_path = prepare_data_dir(config)?;
     let db_path = nexus_core::paths::database_path(&config.state_dir);
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db_path))
         .await
@@ -65,7 +65,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
     let (token, source) = token::load_or_create(config.token.as_deref(), &config.token_file)?;
     let sandboxes = Arc::new(SandboxService::new(
         store.clone(),
-        crate::drivers::build(config)?,
+        crate::drivers::build(config, &agent_path)?,
         Arc::new(SystemClock),
         ServiceConfig {
             allow_host_driver: config.allow_host_driver,
@@ -206,6 +206,57 @@ async fn tick(service: Arc<SandboxService>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
     }
+}
+
+/// Creates the data directory. As root, sandboxes run as unprivileged host uids that
+/// must reach their workspaces (and the agent binary) inside it, so it is made
+/// traversable (0711, never listable) and its ancestors are checked; an agent binary
+/// those uids cannot reach is copied in. Returns the agent binary to use.
+fn prepare_data_dir(config: &Config) -> anyhow::Result<PathBuf> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        ensure_private_dir(&config.data_dir)?;
+        return Ok(config.agent_path.clone());
+    }
+    let sandbox_uid = *config.uid_range.start();
+    for dir in [config.data_dir.clone(), config.data_dir.join("sandboxes")] {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&dir)
+            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+        fs_err::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
+    }
+    if let Some(blocking) =
+        nexus_sandbox::bwrap::unreachable_ancestor(&config.data_dir.join("sandboxes"), sandbox_uid)
+    {
+        bail!(
+            "data_dir {} is out of reach of sandbox uids: {} is closed to other users; run `chmod o+x {}` or set data_dir (or XDG_DATA_HOME) to a directory such as {}",
+            config.data_dir.display(),
+            blocking.display(),
+            blocking.display(),
+            crate::config::ROOT_DATA_DIR
+        );
+    }
+    let agent = config.agent_path.clone();
+    let reachable = agent.is_absolute()
+        && nexus_sandbox::bwrap::unreachable_ancestor(&agent, sandbox_uid).is_none();
+    if reachable || !agent.exists() {
+        return Ok(agent);
+    }
+    // Copy then rename, so a sandbox starting meanwhile never sees half a binary.
+    let dir = config.data_dir.join("agent");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&dir)?;
+    let copy = dir.join("nexus-agent");
+    let staging = dir.join(".nexus-agent.new");
+    fs_err::copy(&agent, &staging)?;
+    fs_err::set_permissions(&staging, std::fs::Permissions::from_mode(0o755))?;
+    fs_err::rename(&staging, &copy)?;
+    tracing::info!(from = %agent.display(), to = %copy.display(), "copied the agent where sandbox uids can reach it");
+    Ok(copy)
 }
 
 /// Creates a directory only this user can enter, or checks an existing one is ours.

@@ -40,7 +40,14 @@ impl Env {
 
     /// Starts a daemon on 127.0.0.1 with an ephemeral port.
     pub async fn start_daemon(&self) -> RunningDaemon {
-        let args = nexusd::cli::Args::parse_from(["nexusd", "--listen", "127.0.0.1:0"]);
+        let agent = agent_binary();
+        let args = nexusd::cli::Args::parse_from([
+            "nexusd",
+            "--listen",
+            "127.0.0.1:0",
+            "--agent-path",
+            agent.to_str().expect("utf-8 path"),
+        ]);
         let config = Config::load(&args, &self.dirs()).expect("config");
         nexusd::start(&config).await.expect("daemon starts")
     }
@@ -64,4 +71,48 @@ impl Env {
 pub fn dead_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").to_string()
+}
+
+/// The in-sandbox agent, built on demand when only this package's tests were built.
+pub fn agent_binary() -> PathBuf {
+    static AGENT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    AGENT
+        .get_or_init(|| {
+            let nexusctl = PathBuf::from(env!("CARGO_BIN_EXE_nexusctl"));
+            let agent = nexusctl.with_file_name("nexus-agent");
+            if !agent.exists() {
+                let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+                let status = std::process::Command::new(cargo)
+                    .args(["build", "-p", "nexus-agent", "--bin", "nexus-agent"])
+                    .status()
+                    .expect("run cargo build -p nexus-agent");
+                assert!(status.success(), "cannot build nexus-agent");
+            }
+            agent
+        })
+        .clone()
+}
+
+/// Whether bubblewrap can run sandboxes here; tests that need it say SKIPPED otherwise.
+#[allow(clippy::print_stderr)] // a skip must be seen in the test output
+pub fn bwrap_usable() -> bool {
+    let usable = std::process::Command::new("bwrap")
+        .args([
+            "--unshare-all",
+            "--unshare-user",
+            "--ro-bind",
+            "/",
+            "/",
+            "true",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !usable {
+        eprintln!(
+            "SKIPPED: bubblewrap cannot run sandboxes on this host (`nexusctl doctor` says why)"
+        );
+    }
+    usable
 }

@@ -47,6 +47,7 @@ impl Dirs {
             .env("XDG_STATE_HOME", self.path("state"))
             .env("XDG_DATA_HOME", self.path("data"))
             .env("XDG_RUNTIME_DIR", self.path("run"))
+            .env("NEXUS_AGENT_PATH", agent_binary())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -190,4 +191,142 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
+}
+
+/// The in-sandbox agent binary the daemon under test uses; built on demand when only
+/// this package's tests were built.
+pub fn agent_binary() -> PathBuf {
+    static AGENT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    AGENT
+        .get_or_init(|| {
+            let nexusd = PathBuf::from(env!("CARGO_BIN_EXE_nexusd"));
+            let agent = nexusd.with_file_name("nexus-agent");
+            if !agent.exists() {
+                let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+                let status = Command::new(cargo)
+                    .args(["build", "-p", "nexus-agent", "--bin", "nexus-agent"])
+                    .status()
+                    .expect("run cargo build -p nexus-agent");
+                assert!(status.success(), "cannot build nexus-agent");
+            }
+            assert!(agent.exists(), "nexus-agent missing at {}", agent.display());
+            agent
+        })
+        .clone()
+}
+
+/// An authenticated JSON client of one daemon.
+pub struct Api {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(daemon: &Daemon, dirs: &Dirs) -> Self {
+        Self {
+            base: daemon.url(""),
+            token: read_token(&dirs.token_file()),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let text = res.text().await.expect("body");
+        let json = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        (status, json)
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Creates a sandbox and asserts it runs.
+    pub async fn create(&self, body: serde_json::Value) -> serde_json::Value {
+        let (status, json) = self.post("/v1/sandboxes", body).await;
+        assert_eq!(status, 201, "create failed: {json}");
+        assert_eq!(json["state"], "running", "{json}");
+        json
+    }
+
+    /// Runs a shell command line in a sandbox and returns the exec result.
+    pub async fn sh(&self, sandbox: &str, script: &str) -> serde_json::Value {
+        let (status, json) = self
+            .post(
+                &format!("/v1/sandboxes/{sandbox}/exec"),
+                serde_json::json!({"argv": ["sh", "-c", script], "timeout_ms": 60000}),
+            )
+            .await;
+        assert_eq!(status, 200, "exec failed: {json}");
+        json
+    }
+
+    /// The raw bytes of a streamed exec.
+    pub async fn exec_stream(&self, sandbox: &str, argv: &[&str]) -> (u16, String, String) {
+        let res = self
+            .http
+            .post(format!("{}/v1/sandboxes/{sandbox}/exec", self.base))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({"argv": argv, "stream": true}))
+            .send()
+            .await
+            .expect("request");
+        let status = res.status().as_u16();
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+            .unwrap_or_default();
+        (status, content_type, res.text().await.expect("body"))
+    }
+}
+
+/// Says loudly that a test cannot run here, so it is counted as skipped by a reader of the
+/// log rather than passing silently.
+#[allow(clippy::print_stderr)] // a skip must be seen in the test output
+pub fn skip(reason: &str) {
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// Whether bubblewrap can run sandboxes on this host (the test suite's setup installs it).
+pub fn bwrap_usable() -> bool {
+    Command::new("bwrap")
+        .args([
+            "--unshare-all",
+            "--unshare-user",
+            "--ro-bind",
+            "/",
+            "/",
+            "true",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

@@ -4,3 +4,5 @@ mod api;
 mod config;
 mod harness;
 mod lifecycle;
+mod sandboxes;
+mod security;

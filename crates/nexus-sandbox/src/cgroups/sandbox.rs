@@ -1,0 +1,205 @@
+//! What a sandbox cgroup offers once made: joining, listing, freezing, statistics.
+
+use std::path::{Path, PathBuf};
+
+use super::files::{self, read_keyed, read_u64, write_file};
+use super::{CgroupDir, CgroupError, CgroupStats, Controller, Hierarchy, SandboxCgroup};
+
+impl SandboxCgroup {
+    /// The sandbox id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Every directory of this cgroup (one per v1 hierarchy, one on v2).
+    pub fn dirs(&self) -> Vec<&Path> {
+        self.dirs.iter().map(|dir| dir.path.as_path()).collect()
+    }
+
+    /// The `cgroup.procs` files a process writes its pid into to join this cgroup.
+    pub fn procs_paths(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .map(|dir| dir.path.join("cgroup.procs"))
+            .collect()
+    }
+
+    /// Whether any directory exists, so processes are tracked and can be killed by cgroup.
+    pub fn tracks_processes(&self) -> bool {
+        !self.dirs.is_empty()
+    }
+
+    /// Whether [`set_frozen`](Self::set_frozen) can pause the sandbox.
+    pub fn can_freeze(&self) -> bool {
+        self.dirs.iter().any(|dir| match dir.hierarchy {
+            Hierarchy::V1 => dir.controllers.contains(&Controller::Freezer),
+            Hierarchy::V2 => dir.path.join("cgroup.freeze").exists(),
+        })
+    }
+
+    /// Moves process `pid` (with all its threads) into this cgroup.
+    pub fn add_pid(&self, pid: u32) -> Result<(), CgroupError> {
+        let value = pid.to_string();
+        for path in self.procs_paths() {
+            write_file(&path, &value)?;
+        }
+        Ok(())
+    }
+
+    /// The pids of every process in the cgroup, from all its directories.
+    pub fn pids(&self) -> Result<Vec<u32>, CgroupError> {
+        let mut pids = Vec::new();
+        for path in self.procs_paths() {
+            let text = files::read(&path)?;
+            pids.extend(
+                text.lines()
+                    .filter_map(|line| line.trim().parse::<u32>().ok()),
+            );
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
+    }
+
+    /// Freezes (`true`) or thaws (`false`) every process, where a freezer exists.
+    pub fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
+        for dir in &self.dirs {
+            match dir.hierarchy {
+                Hierarchy::V1 if dir.controllers.contains(&Controller::Freezer) => {
+                    let state = if frozen { "FROZEN" } else { "THAWED" };
+                    write_file(&dir.path.join("freezer.state"), state)?;
+                }
+                Hierarchy::V2 if dir.path.join("cgroup.freeze").exists() => {
+                    write_file(
+                        &dir.path.join("cgroup.freeze"),
+                        if frozen { "1" } else { "0" },
+                    )?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The usage counters this host provides.
+    pub fn stats(&self) -> CgroupStats {
+        let mut stats = CgroupStats::default();
+        for dir in &self.dirs {
+            let file = |name: &str| dir.path.join(name);
+            let keyed = |name: &str, key: &str| {
+                files::read(&file(name))
+                    .ok()
+                    .and_then(|text| read_keyed(&text, key))
+            };
+            let has = |controller| dir.controllers.contains(&controller);
+            match dir.hierarchy {
+                Hierarchy::V1 => {
+                    if has(Controller::Memory) {
+                        stats.memory_current = read_u64(&file("memory.usage_in_bytes"));
+                        stats.memory_peak = read_u64(&file("memory.max_usage_in_bytes"));
+                        stats.oom_kills = keyed("memory.oom_control", "oom_kill");
+                    }
+                    if has(Controller::Pids) {
+                        stats.pids_current = read_u64(&file("pids.current"));
+                    }
+                    if has(Controller::Cpu) {
+                        // cpuacct.usage is in nanoseconds; present when cpuacct is
+                        // co-mounted with cpu.
+                        stats.cpu_usage_usec = read_u64(&file("cpuacct.usage")).map(|ns| ns / 1000);
+                    }
+                }
+                Hierarchy::V2 => {
+                    if has(Controller::Memory) {
+                        stats.memory_current = read_u64(&file("memory.current"));
+                        stats.memory_peak = read_u64(&file("memory.peak"));
+                        stats.oom_kills = keyed("memory.events", "oom_kill");
+                    }
+                    if has(Controller::Pids) {
+                        stats.pids_current = read_u64(&file("pids.current"));
+                    }
+                    // cpu.stat exists in every v2 cgroup, with or without the controller.
+                    stats.cpu_usage_usec = keyed("cpu.stat", "usage_usec");
+                }
+            }
+        }
+        stats
+    }
+
+    pub(super) fn dir_of(&self, controller: Controller) -> Option<&CgroupDir> {
+        self.dirs
+            .iter()
+            .find(|dir| dir.controllers.contains(&controller))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::create::tests::{fake_v2, read, report, write};
+    use super::super::{CgroupManager, Limits};
+    use super::*;
+
+    #[test]
+    fn v2_stats_come_from_the_unified_directory() {
+        let own = fake_v2("cpu memory pids");
+        let manager =
+            CgroupManager::from_report(&report(Hierarchy::V2, [own.path(); 4]), "nexus", false);
+        let cgroup = manager
+            .create("sb-1", &Limits::default())
+            .expect("create")
+            .cgroup;
+        let dir = own.path().join("nexus/sb-1");
+        write(dir.join("memory.current"), "4096\n");
+        write(dir.join("memory.peak"), "8192\n");
+        write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        );
+        write(dir.join("pids.current"), "7\n");
+        write(
+            dir.join("cpu.stat"),
+            "usage_usec 1234\nuser_usec 1000\nsystem_usec 234\n",
+        );
+        assert_eq!(
+            cgroup.stats(),
+            CgroupStats {
+                memory_current: Some(4096),
+                memory_peak: Some(8192),
+                oom_kills: Some(1),
+                pids_current: Some(7),
+                cpu_usage_usec: Some(1234),
+            }
+        );
+    }
+
+    #[test]
+    fn v2_joins_and_freezes_through_the_unified_files() {
+        let own = fake_v2("cpu memory pids");
+        let manager =
+            CgroupManager::from_report(&report(Hierarchy::V2, [own.path(); 4]), "nexus", false);
+        let cgroup = manager
+            .create("sb-1", &Limits::default())
+            .expect("create")
+            .cgroup;
+        let dir = own.path().join("nexus/sb-1");
+        cgroup.add_pid(4242).expect("join");
+        assert_eq!(read(dir.join("cgroup.procs")), "4242");
+        assert_eq!(cgroup.pids().expect("pids"), vec![4242]);
+        write(dir.join("cgroup.freeze"), "");
+        assert!(cgroup.can_freeze());
+        cgroup.set_frozen(true).expect("freeze");
+        cgroup.set_frozen(false).expect("thaw");
+        assert_eq!(read(dir.join("cgroup.freeze")), "10");
+    }
+
+    #[test]
+    fn missing_counters_are_none() {
+        let manager = CgroupManager::unavailable("nexus", "none");
+        let cgroup = manager
+            .create("sb-1", &Limits::default())
+            .expect("create")
+            .cgroup;
+        assert_eq!(cgroup.stats(), CgroupStats::default());
+        assert!(!cgroup.can_freeze());
+        assert_eq!(cgroup.pids().expect("no directories"), Vec::<u32>::new());
+    }
+}

@@ -1,0 +1,428 @@
+//! The `bwrap` driver: every sandbox in its own user, mount, PID, IPC, UTS, network and
+//! cgroup namespaces, under seccomp, with no capabilities, in its own cgroup, as its own
+//! host uid when the daemon is root. The agent is its PID 1.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nexus_core::{
+    AgentStream, Driver, DriverError, DriverKind, Isolation, LimitEnforcement, Sandbox, Started,
+    Usage,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{Layout, remove_tree};
+use crate::bwrap::{BwrapSpec, ImageRoot, resolve_masks};
+use crate::cgroups::{CgroupError, CgroupManager, LimitReport, LimitStatus, Limits};
+use crate::launch::{self, HostIds, HostUser, LaunchRequest, SandboxProcess};
+use crate::seccomp::SeccompProgram;
+
+/// Settings of the bwrap driver.
+#[derive(Debug, Clone)]
+pub struct BwrapDriverConfig {
+    /// Where files go.
+    pub layout: Layout,
+    /// The bubblewrap binary (looked up on `PATH` when relative).
+    pub bwrap: PathBuf,
+    /// The agent binary.
+    pub agent: PathBuf,
+    /// Directories hidden from every sandbox on top of the host image's secrets: the
+    /// daemon's config (token), state, data (other workspaces) and runtime directories.
+    pub masked: Vec<PathBuf>,
+    /// Host uids for sandboxes when the daemon is root.
+    pub uid_range: std::ops::RangeInclusive<u32>,
+}
+
+/// Runs sandboxes under bubblewrap.
+#[derive(Debug)]
+pub struct BwrapDriver {
+    config: BwrapDriverConfig,
+    bwrap: Option<PathBuf>,
+    cgroups: CgroupManager,
+    seccomp: Result<SeccompProgram, String>,
+    ids: Mutex<HostIds>,
+    available: OnceLock<Result<(), String>>,
+}
+
+/// What is persisted about a bwrap sandbox: enough to adopt, report and clean it up.
+#[derive(Debug, Serialize, Deserialize)]
+struct Runtime {
+    id: String,
+    process: SandboxProcess,
+    uid: u32,
+    dedicated_uid: bool,
+    socket: PathBuf,
+    runtime_dir: PathBuf,
+    limits: Vec<Enforcement>,
+}
+
+/// One line of the limit part of the isolation report, persisted with the runtime.
+#[derive(Debug, Serialize, Deserialize)]
+struct Enforcement {
+    name: String,
+    requested: String,
+    enforced: bool,
+    detail: String,
+}
+
+/// The cgroup directory (under the daemon's own) that holds sandbox cgroups.
+const CGROUP_PARENT: &str = "nexus";
+
+impl BwrapDriver {
+    /// A driver with this configuration. Nothing is checked yet: a host without
+    /// bubblewrap still runs the daemon, and creating a sandbox then says what is missing.
+    pub fn new(config: BwrapDriverConfig) -> Result<Self, String> {
+        let ids = HostIds::new(config.uid_range.clone()).map_err(|e| e.to_string())?;
+        let bwrap = nexus_host::tools::find_program(&config.bwrap);
+        Ok(Self {
+            bwrap,
+            cgroups: CgroupManager::detect(CGROUP_PARENT),
+            seccomp: SeccompProgram::native().map_err(|e| e.to_string()),
+            ids: Mutex::new(ids),
+            available: OnceLock::new(),
+            config,
+        })
+    }
+
+    /// Whether sandboxes can start here; run once, on first use.
+    fn probe(&self) -> Result<(), String> {
+        let bwrap = self.bwrap.as_ref().ok_or_else(|| {
+            format!(
+                "bubblewrap ({}) is not installed: sudo apt-get install -y bubblewrap",
+                self.config.bwrap.display()
+            )
+        })?;
+        if !self.config.agent.exists() {
+            return Err(format!(
+                "the agent binary {} does not exist; reinstall nexus or set agent_path",
+                self.config.agent.display()
+            ));
+        }
+        self.seccomp.as_ref().map_err(Clone::clone)?;
+        nexus_host::bwrap::smoke_test(bwrap, Duration::from_secs(5))
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "bubblewrap cannot create namespaces here ({e}); {}",
+                    nexus_host::bwrap::smoke_test_fix(&e)
+                )
+            })
+    }
+
+    fn launch(&self, sandbox: &Sandbox) -> Result<Runtime, String> {
+        let id = sandbox.id.as_str();
+        let bwrap = self.bwrap.clone().ok_or("bubblewrap is not installed")?;
+        let seccomp = self.seccomp.as_ref().map_err(Clone::clone)?;
+        let workspace = self
+            .config
+            .layout
+            .ensure_workspace(id)
+            .map_err(|e| format!("cannot create the workspace: {e}"))?;
+        let user = {
+            let mut ids = self
+                .ids
+                .lock()
+                .expect("uid allocator lock is never poisoned");
+            HostUser::choose(&mut ids).map_err(|e| e.to_string())?
+        };
+        let result = (|| {
+            launch::prepare_workspace(&workspace, user.uid()).map_err(|e| chain(&e))?;
+            let limits = &sandbox.spec.limits;
+            let setup = self
+                .cgroups
+                .create(
+                    id,
+                    &Limits {
+                        memory_mib: limits.memory_mib,
+                        cpus: limits.cpus,
+                        pids: limits.pids,
+                    },
+                )
+                .map_err(|e| chain(&e))?;
+            let spec = BwrapSpec {
+                root: ImageRoot::scan(Path::new("/"))
+                    .map_err(|e| format!("cannot read the host image: {e}"))?,
+                masks: resolve_masks(&self.config.masked, user.uid()),
+                workspace: workspace.clone(),
+                tmp_mib: limits.tmp_mib.unwrap_or(512),
+                hostname: sandbox.spec.name.to_string(),
+                env: Vec::new(),
+                agent: Some(self.config.agent.clone()),
+                command: BwrapSpec::agent_command(launch::LISTEN_FD),
+            };
+            let runtime_dir = self.config.layout.sandbox_runtime(id);
+            let request = LaunchRequest {
+                bwrap: &bwrap,
+                spec: &spec,
+                seccomp,
+                runtime_dir: &runtime_dir,
+                user,
+            };
+            let report = enforcement(sandbox, &setup.report);
+            let launched = launch::launch(&request, setup.cgroup).map_err(|e| chain(&e))?;
+            let _ = std::fs::write(
+                runtime_dir.join("bwrap.pid"),
+                format!("{}\n", launched.process.bwrap_pid),
+            );
+            let _ = std::fs::write(
+                runtime_dir.join("init.pid"),
+                format!("{}\n", launched.process.init_pid),
+            );
+            Ok(Runtime {
+                id: id.to_owned(),
+                process: launched.process,
+                uid: user.uid(),
+                dedicated_uid: matches!(user, HostUser::Dedicated(_)),
+                socket: launched.socket_path,
+                runtime_dir: launched.runtime_dir,
+                limits: report,
+            })
+        })();
+        if result.is_err() {
+            self.release(user);
+        }
+        result
+    }
+
+    fn release(&self, user: HostUser) {
+        if let HostUser::Dedicated(uid) = user {
+            self.ids
+                .lock()
+                .expect("uid allocator lock is never poisoned")
+                .release(uid);
+        }
+    }
+
+    /// Ends the sandbox's processes and removes its cgroup and runtime files. Cleaning
+    /// up what is already gone succeeds.
+    fn cleanup(&self, id: &str, runtime: Option<&Runtime>) -> Result<(), String> {
+        let runtime_dir = self.config.layout.sandbox_runtime(id);
+        let cgroup = match self.cgroups.open(id) {
+            Ok(cgroup) => Some(cgroup),
+            Err(CgroupError::NotFound(_)) => None,
+            Err(e) => return Err(chain(&e)),
+        };
+        match (runtime, cgroup) {
+            // The agent (PID 1) ignores SIGTERM, and the service has already ended its
+            // processes gracefully through it: kill the namespace at once.
+            (Some(rt), Some(cgroup)) => {
+                launch::destroy(&rt.process, &cgroup, &runtime_dir, Duration::ZERO)
+                    .map_err(|e| chain(&e))?;
+            }
+            (Some(rt), None) => {
+                if rt.process.is_alive() {
+                    let pid =
+                        nix::unistd::Pid::from_raw(i32::try_from(rt.process.init_pid).unwrap_or(0));
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+                rt.process.try_reap();
+                remove_tree(&runtime_dir)?;
+            }
+            (None, Some(cgroup)) => {
+                cgroup
+                    .kill_all()
+                    .and_then(|()| cgroup.remove())
+                    .map_err(|e| chain(&e))?;
+                remove_tree(&runtime_dir)?;
+            }
+            (None, None) => remove_tree(&runtime_dir)?,
+        }
+        if let Some(rt) = runtime
+            && rt.dedicated_uid
+        {
+            self.release(HostUser::Dedicated(rt.uid));
+        }
+        Ok(())
+    }
+}
+
+/// Each requested limit and whether the cgroup (or bwrap, for `/tmp`) enforces it.
+fn enforcement(sandbox: &Sandbox, report: &LimitReport) -> Vec<Enforcement> {
+    let l = &sandbox.spec.limits;
+    let entry = |name: &str, requested: Option<String>, status: &LimitStatus, how: &str| {
+        let requested = requested?;
+        let (enforced, detail) = match status {
+            LimitStatus::NotRequested => return None,
+            LimitStatus::Enforced => (true, how.to_owned()),
+            LimitStatus::Degraded { reason } => (true, format!("{how}; {reason}")),
+            LimitStatus::NotEnforced { reason } => (false, reason.clone()),
+        };
+        Some(Enforcement {
+            name: name.into(),
+            requested,
+            enforced,
+            detail,
+        })
+    };
+    let mut out: Vec<Enforcement> = [
+        entry(
+            "memory",
+            l.memory_mib.map(|m| format!("{m} MiB")),
+            &report.memory,
+            "cgroup memory limit",
+        ),
+        entry(
+            "cpu",
+            l.cpus.map(|c| format!("{c} cpus")),
+            &report.cpus,
+            "cgroup cpu quota",
+        ),
+        entry(
+            "pids",
+            l.pids.map(|p| format!("{p} processes")),
+            &report.pids,
+            "cgroup pids limit",
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if let Some(t) = l.tmp_mib {
+        out.push(Enforcement {
+            name: "tmp".into(),
+            requested: format!("{t} MiB"),
+            enforced: true,
+            detail: "size-limited tmpfs".into(),
+        });
+    }
+    out
+}
+
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn parse(runtime: &str) -> Option<Runtime> {
+    serde_json::from_str(runtime).ok()
+}
+
+#[async_trait]
+impl Driver for BwrapDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Bwrap
+    }
+
+    fn check_available(&self) -> Result<(), DriverError> {
+        self.available
+            .get_or_init(|| self.probe())
+            .clone()
+            .map_err(|reason| DriverError::Unavailable {
+                driver: DriverKind::Bwrap,
+                reason,
+            })
+    }
+
+    async fn start(&self, sandbox: &Sandbox) -> Result<Started, DriverError> {
+        let runtime = tokio::task::block_in_place(|| self.launch(sandbox))
+            .map_err(|reason| DriverError::Start { reason })?;
+        let json = serde_json::to_string(&runtime).expect("the runtime record serializes");
+        Ok(Started {
+            isolation: self.isolation(sandbox, &json),
+            runtime: json,
+        })
+    }
+
+    async fn connect(&self, _sandbox: &Sandbox, runtime: &str) -> Result<AgentStream, DriverError> {
+        let runtime = parse(runtime).ok_or(DriverError::Connect {
+            reason: "no runtime record".into(),
+        })?;
+        let stream = tokio::net::UnixStream::connect(&runtime.socket)
+            .await
+            .map_err(|e| DriverError::Connect {
+                reason: format!("{}: {e}", runtime.socket.display()),
+            })?;
+        Ok(Box::new(stream))
+    }
+
+    async fn is_alive(&self, runtime: &str) -> bool {
+        let Some(runtime) = parse(runtime) else {
+            return false;
+        };
+        if runtime.dedicated_uid {
+            // After a restart the allocator starts empty: keep this sandbox's uid taken.
+            self.ids
+                .lock()
+                .expect("uid allocator lock is never poisoned")
+                .mark_used(runtime.uid);
+        }
+        runtime.process.try_reap();
+        runtime.process.is_alive()
+    }
+
+    fn isolation(&self, _sandbox: &Sandbox, runtime: &str) -> Isolation {
+        let runtime = parse(runtime);
+        Isolation {
+            isolated: true,
+            namespaces: ["user", "mount", "pid", "ipc", "uts", "net", "cgroup"]
+                .map(String::from)
+                .to_vec(),
+            seccomp: true,
+            capabilities: "none".into(),
+            no_new_privs: true,
+            uid_inside: Some(1000),
+            uid_host: runtime.as_ref().map(|r| r.uid),
+            limits: runtime
+                .map(|r| {
+                    r.limits
+                        .into_iter()
+                        .map(|e| LimitEnforcement {
+                            name: e.name,
+                            requested: e.requested,
+                            enforced: e.enforced,
+                            detail: e.detail,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            warnings: Vec::new(),
+        }
+    }
+
+    async fn usage(&self, runtime: &str) -> Usage {
+        let Some(runtime) = parse(runtime) else {
+            return Usage::default();
+        };
+        match self.cgroups.open(&runtime.id) {
+            Ok(cgroup) => {
+                let s = cgroup.stats();
+                Usage {
+                    memory_current: s.memory_current,
+                    memory_peak: s.memory_peak,
+                    oom_kills: s.oom_kills,
+                    pids_current: s.pids_current,
+                    cpu_usage_usec: s.cpu_usage_usec,
+                }
+            }
+            Err(_) => Usage::default(),
+        }
+    }
+
+    async fn stop(
+        &self,
+        sandbox: &Sandbox,
+        runtime: &str,
+        _grace: Duration,
+    ) -> Result<(), DriverError> {
+        let parsed = parse(runtime);
+        let id = sandbox.id.as_str().to_owned();
+        tokio::task::block_in_place(|| self.cleanup(&id, parsed.as_ref()))
+            .map_err(|reason| DriverError::Cleanup { reason })
+    }
+
+    async fn destroy(&self, sandbox: &Sandbox) -> Result<(), DriverError> {
+        let id = sandbox.id.as_str().to_owned();
+        tokio::task::block_in_place(|| self.cleanup(&id, None))
+            .map_err(|reason| DriverError::Cleanup { reason })?;
+        remove_tree(&self.config.layout.sandbox_data(&id))
+            .map_err(|reason| DriverError::Cleanup { reason })
+    }
+}

@@ -1,0 +1,69 @@
+//! The `nexus_core::Driver` implementations: [`BwrapDriver`] (namespaces, seccomp,
+//! cgroups) and [`HostDriver`] (no isolation), with the on-disk layout they share.
+//!
+//! | what | path |
+//! |---|---|
+//! | runtime files (agent socket, log, pid) | `<runtime_dir>/sandboxes/<id>/` |
+//! | workspace | `<data_dir>/sandboxes/<id>/workspace` |
+
+mod bwrap;
+mod host;
+
+use std::path::{Path, PathBuf};
+
+pub use self::bwrap::{BwrapDriver, BwrapDriverConfig};
+pub use self::host::HostDriver;
+
+/// Where a driver keeps its files.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The daemon's runtime directory (sockets, pid files).
+    pub runtime_dir: PathBuf,
+    /// The daemon's data directory (workspaces).
+    pub data_dir: PathBuf,
+}
+
+impl Layout {
+    /// The runtime directory of one sandbox.
+    pub fn sandbox_runtime(&self, id: &str) -> PathBuf {
+        self.runtime_dir.join("sandboxes").join(id)
+    }
+
+    /// Everything a sandbox keeps in the data directory.
+    pub fn sandbox_data(&self, id: &str) -> PathBuf {
+        self.data_dir.join("sandboxes").join(id)
+    }
+
+    /// The workspace of one sandbox.
+    pub fn workspace(&self, id: &str) -> PathBuf {
+        self.sandbox_data(id).join("workspace")
+    }
+
+    /// Creates the workspace (mode 0700) if missing. Its parent is made traversable
+    /// (0711, not listable), because bwrap runs as the sandbox's own host uid and must
+    /// reach the workspace it then owns.
+    pub fn ensure_workspace(&self, id: &str) -> std::io::Result<PathBuf> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let parent = self.sandbox_data(id);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&parent)?;
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o711))?;
+        let path = self.workspace(id);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&path)?;
+        Ok(path)
+    }
+}
+
+/// Removes a directory tree; a missing one is fine.
+pub(crate) fn remove_tree(path: &Path) -> Result<(), String> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+    }
+}
