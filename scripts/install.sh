@@ -53,3 +53,5 @@ for _ in $(seq 1 100); do
 done
 log "nexusd is up:"
 nexusctl status
+log "a first command in a throwaway sandbox:"
+nexusctl run -- sh -c 'echo "hello from $(hostname), uid $(id -u), in $(pwd)"'
