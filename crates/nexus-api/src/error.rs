@@ -56,6 +56,10 @@ pub enum ErrorCode {
     /// 409: the sandbox is in a state that does not allow this (e.g. deleting a running one
     /// without `force`).
     SandboxStateConflict,
+    /// 404: the sandbox has no process with this id (or it was already waited for).
+    ProcessNotFound,
+    /// 409: the process is not in a state that allows this (e.g. stdin already closed).
+    ProcessStateConflict,
     /// 422: the requested driver or image cannot work on this host; `nexusctl doctor` says why.
     DriverUnavailable,
     /// 405: the route exists but not with this method.
@@ -85,6 +89,8 @@ impl ErrorCode {
             Self::SandboxNameTaken => "sandbox_name_taken",
             Self::SandboxStateConflict => "sandbox_state_conflict",
             Self::DriverUnavailable => "driver_unavailable",
+            Self::ProcessNotFound => "process_not_found",
+            Self::ProcessStateConflict => "process_state_conflict",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -99,7 +105,8 @@ impl ErrorCode {
         match self {
             Self::InvalidRequest | Self::InvalidJson => 400,
             Self::Unauthorized => 401,
-            Self::NotFound | Self::SandboxNotFound => 404,
+            Self::NotFound | Self::SandboxNotFound | Self::ProcessNotFound => 404,
+            Self::ProcessStateConflict => 409,
             Self::SandboxNotRunning | Self::SandboxNameTaken | Self::SandboxStateConflict => 409,
             Self::DriverUnavailable => 422,
             Self::MethodNotAllowed => 405,

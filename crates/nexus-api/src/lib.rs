@@ -5,11 +5,13 @@
 
 pub mod error;
 pub mod exec;
+pub mod process;
 pub mod sandbox;
 pub mod system;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use exec::{ExecEvent, ExecRequest, ExecResult, ExitStatus, OutputEncoding};
+pub use process::{OutputLine, ProcessInfo, ProcessList, SignalRequest, StartProcessRequest};
 pub use sandbox::{
     CreateSandboxRequest, IsolationReport, LimitReport, LimitsBody, SandboxInfo, SandboxList,
 };

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use nexus_api::{
-    CreateSandboxRequest, DaemonStatus, ErrorBody, ExecEvent, ExecRequest, ExecResult, Health,
-    SandboxInfo, SandboxList,
+    CreateSandboxRequest, DaemonStatus, ErrorBody, ExecEvent, ExecRequest, ExecResult, ExitStatus,
+    Health, OutputLine, ProcessInfo, ProcessList, SandboxInfo, SandboxList, SignalRequest,
+    StartProcessRequest,
 };
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -193,6 +194,75 @@ impl Client {
             .http
             .post(self.url(&format!("/v1/sandboxes/{}/exec", segment(id))))
             .json(&request);
+        self.ndjson(builder).await
+    }
+
+    /// `POST /v1/sandboxes/{id}/processes`: a background process.
+    pub async fn start_process(
+        &self,
+        id: &str,
+        request: &StartProcessRequest,
+    ) -> Result<ProcessInfo, ClientError> {
+        self.call(
+            self.http
+                .post(self.url(&format!("/v1/sandboxes/{}/processes", segment(id))))
+                .json(request),
+        )
+        .await
+    }
+
+    /// `GET /v1/sandboxes/{id}/processes`.
+    pub async fn list_processes(&self, id: &str) -> Result<Vec<ProcessInfo>, ClientError> {
+        self.get_json::<ProcessList>(&format!("/v1/sandboxes/{}/processes", segment(id)))
+            .await
+            .map(|l| l.processes)
+    }
+
+    /// `POST /v1/sandboxes/{id}/processes/{process}/wait`.
+    pub async fn wait_process(&self, id: &str, process: u64) -> Result<ExitStatus, ClientError> {
+        self.call(self.http.post(self.url(&format!(
+            "/v1/sandboxes/{}/processes/{process}/wait",
+            segment(id)
+        ))))
+        .await
+    }
+
+    /// `POST /v1/sandboxes/{id}/processes/{process}/signal`.
+    pub async fn signal_process(
+        &self,
+        id: &str,
+        process: u64,
+        signal: i32,
+    ) -> Result<(), ClientError> {
+        let url = self.url(&format!(
+            "/v1/sandboxes/{}/processes/{process}/signal",
+            segment(id)
+        ));
+        self.call_empty(self.http.post(url).json(&SignalRequest { signal }))
+            .await
+    }
+
+    /// `GET /v1/sandboxes/{id}/processes/{process}/output`: from these offsets, live.
+    pub async fn process_output(
+        &self,
+        id: &str,
+        process: u64,
+        stdout_offset: u64,
+        stderr_offset: u64,
+    ) -> Result<impl Stream<Item = Result<OutputLine, ClientError>> + Unpin + use<>, ClientError>
+    {
+        let url = self.url(&format!(
+            "/v1/sandboxes/{}/processes/{process}/output?stdout_offset={stdout_offset}&stderr_offset={stderr_offset}",
+            segment(id)
+        ));
+        self.ndjson(self.http.get(url)).await
+    }
+
+    /// Sends a request whose answer is newline-delimited JSON, one `T` per line.
+    async fn ndjson<T: DeserializeOwned + 'static>(
+        &self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<impl Stream<Item = Result<T, ClientError>> + Unpin + use<T>, ClientError> {
         let response = self.send(self.authed(builder)).await?;
         let status = response.status();
         if !status.is_success() {
@@ -206,6 +276,16 @@ impl Client {
                 source,
             });
         Ok(Box::pin(ndjson_lines(bytes)))
+    }
+
+    async fn call_empty(&self, request: reqwest::RequestBuilder) -> Result<(), ClientError> {
+        let response = self.send(self.authed(request)).await?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(api_error(status, response).await)
+        }
     }
 
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -273,9 +353,9 @@ fn segment(text: &str) -> String {
 }
 
 /// Splits a byte stream into lines and decodes each as an [`ExecEvent`].
-fn ndjson_lines(
+fn ndjson_lines<T: DeserializeOwned>(
     bytes: impl Stream<Item = Result<bytes::Bytes, ClientError>> + Unpin,
-) -> impl Stream<Item = Result<ExecEvent, ClientError>> {
+) -> impl Stream<Item = Result<T, ClientError>> {
     futures::stream::unfold(
         (bytes, Vec::new(), false),
         |(mut bytes, mut buffer, done)| async move {
@@ -286,12 +366,11 @@ fn ndjson_lines(
                     if line.is_empty() {
                         continue;
                     }
-                    let event = serde_json::from_slice::<ExecEvent>(line).map_err(|e| {
-                        ClientError::Unexpected {
+                    let event =
+                        serde_json::from_slice::<T>(line).map_err(|e| ClientError::Unexpected {
                             status: 200,
                             detail: format!("cannot decode a stream event: {e}"),
-                        }
-                    });
+                        });
                     return Some((event, (bytes, buffer, done)));
                 }
                 if done {

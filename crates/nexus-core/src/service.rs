@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nexus_agent_proto::{
-    AgentClient, CompletedProcess, ExecRequest, ExitInfo, OutputEvent, OutputStream, ProcessHandle,
-    ProtoError,
+    AgentClient, CompletedProcess, ExecRequest, ExitInfo, OutputEvent, OutputOffsets, OutputStream,
+    ProcessHandle, ProcessId, ProcessInfo, ProtoError,
 };
 
 use crate::clock::Clock;
@@ -411,6 +411,107 @@ impl SandboxService {
             },
             oom_killed,
         })
+    }
+
+    /// Starts a background process; its output is kept by the agent for re-attaching.
+    pub async fn start_process(
+        &self,
+        id_or_name: &str,
+        mut request: ExecRequest,
+    ) -> Result<ProcessHandle, ServiceError> {
+        if request.argv.first().is_none_or(|a| a.is_empty()) {
+            return Err(ServiceError::Invalid(
+                "argv must name a program: it is empty".into(),
+            ));
+        }
+        let (sandbox, agent) = self.running_agent(id_or_name).await?;
+        let mut env = sandbox.spec.env.clone();
+        env.append(&mut request.env);
+        request.env = env;
+        agent.exec(request).await.map_err(ServiceError::Agent)
+    }
+
+    /// The processes of a running sandbox the agent still knows.
+    pub async fn processes(&self, id_or_name: &str) -> Result<Vec<ProcessInfo>, ServiceError> {
+        let (_, agent) = self.running_agent(id_or_name).await?;
+        agent.list().await.map_err(ServiceError::Agent)
+    }
+
+    /// The output of a process from these offsets on, live, ending with its exit.
+    pub async fn process_output(
+        &self,
+        id_or_name: &str,
+        process: ProcessId,
+        from: OutputOffsets,
+    ) -> Result<OutputStream, ServiceError> {
+        let (_, agent) = self.running_agent(id_or_name).await?;
+        agent
+            .output(process, from)
+            .await
+            .map_err(ServiceError::Agent)
+    }
+
+    /// Waits for a process to end; `true` with it when the OOM killer ended it.
+    pub async fn wait_process(
+        &self,
+        id_or_name: &str,
+        process: ProcessId,
+    ) -> Result<(ExitInfo, bool), ServiceError> {
+        let (sandbox, agent) = self.running_agent(id_or_name).await?;
+        let exit = agent.wait(process).await.map_err(ServiceError::Agent)?;
+        let driver = self.driver(sandbox.spec.driver)?;
+        let runtime = sandbox.runtime.clone().unwrap_or_default();
+        // Without a count from before it started, any OOM kill in the sandbox counts.
+        let oom = self
+            .was_oom_kill(&exit, None, &runtime, driver.as_ref())
+            .await;
+        Ok((exit, oom))
+    }
+
+    /// Sends a signal to a process's whole process group.
+    pub async fn signal_process(
+        &self,
+        id_or_name: &str,
+        process: ProcessId,
+        signal: i32,
+    ) -> Result<(), ServiceError> {
+        if !(1..=64).contains(&signal) {
+            return Err(ServiceError::Invalid(format!(
+                "signal must be between 1 and 64, got {signal}"
+            )));
+        }
+        let (_, agent) = self.running_agent(id_or_name).await?;
+        agent
+            .signal(process, signal)
+            .await
+            .map_err(ServiceError::Agent)
+    }
+
+    /// Writes bytes to a process's stdin.
+    pub async fn write_stdin(
+        &self,
+        id_or_name: &str,
+        process: ProcessId,
+        bytes: &[u8],
+    ) -> Result<(), ServiceError> {
+        let (_, agent) = self.running_agent(id_or_name).await?;
+        agent
+            .write_stdin(process, bytes)
+            .await
+            .map_err(ServiceError::Agent)
+    }
+
+    /// Closes a process's stdin.
+    pub async fn close_stdin(
+        &self,
+        id_or_name: &str,
+        process: ProcessId,
+    ) -> Result<(), ServiceError> {
+        let (_, agent) = self.running_agent(id_or_name).await?;
+        agent
+            .close_stdin(process)
+            .await
+            .map_err(ServiceError::Agent)
     }
 
     /// The agent of a running sandbox, for streaming and background processes.

@@ -51,6 +51,9 @@ pub enum Command {
     Exec(ExecArgs),
     /// Create a throwaway sandbox, run a command in it, delete it; exits with its exit code.
     Run(RunArgs),
+    /// Background processes in a sandbox: start, list, logs, wait, kill.
+    #[command(subcommand)]
+    Process(ProcessCommand),
     /// Print a shell completion script, e.g. `nexusctl completion bash > ~/.local/share/bash-completion/completions/nexusctl`.
     Completion {
         /// The shell to complete for.
@@ -204,4 +207,59 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 30s, 5m, 1h)"))
+}
+
+/// `nexusctl process ...`
+#[derive(Debug, Subcommand)]
+pub enum ProcessCommand {
+    /// Start a command in the background; prints its process id.
+    Start {
+        /// Sandbox name or id.
+        sandbox: String,
+        /// Working directory inside the sandbox [default: /workspace].
+        #[arg(long, short = 'w')]
+        cwd: Option<String>,
+        /// Kill it after this long, e.g. 10m.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// List running processes and exited ones not yet waited for.
+    #[command(alias = "ls")]
+    List {
+        /// Sandbox name or id.
+        sandbox: String,
+    },
+    /// Print a process's output (following it until it exits), from an offset if given.
+    Logs {
+        /// Sandbox name or id.
+        sandbox: String,
+        /// Process id (from `process start` or `process list`).
+        process: u64,
+        /// Skip this many bytes of stdout (to resume after a dropped connection).
+        #[arg(long, default_value_t = 0)]
+        stdout_offset: u64,
+        /// Skip this many bytes of stderr.
+        #[arg(long, default_value_t = 0)]
+        stderr_offset: u64,
+    },
+    /// Wait for a process to end; exits with its exit code.
+    Wait {
+        /// Sandbox name or id.
+        sandbox: String,
+        /// Process id.
+        process: u64,
+    },
+    /// Send a signal to a process's whole process group [default: TERM].
+    Kill {
+        /// Sandbox name or id.
+        sandbox: String,
+        /// Process id.
+        process: u64,
+        /// Signal number.
+        #[arg(long, short, default_value_t = 15)]
+        signal: i32,
+    },
 }

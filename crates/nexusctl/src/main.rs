@@ -61,6 +61,9 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         }
         Command::Exec(args) => commands::exec::exec(&connect(&cli.global)?, args, out).await,
         Command::Run(args) => commands::exec::run(&connect(&cli.global)?, args, out).await,
+        Command::Process(command) => {
+            commands::process::run(&connect(&cli.global)?, command, out).await
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod completion;
 pub mod doctor;
 pub mod exec;
+pub mod process;
 pub mod sandbox;
 pub mod status;
 pub mod version;

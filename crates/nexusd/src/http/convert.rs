@@ -2,6 +2,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use nexus_agent_proto::ErrorCode as RemoteCode;
 use nexus_api::{ErrorCode, IsolationReport, LimitReport, LimitsBody, SandboxInfo};
 use nexus_core::service::{CreateSandbox, SandboxView, ServiceError};
 use nexus_core::{Isolation, Limits, Timestamp};
@@ -79,6 +80,14 @@ fn isolation_report(i: Isolation) -> IsolationReport {
     }
 }
 
+/// The agent's own words for a refused operation.
+fn agent_message(err: &nexus_agent_proto::ProtoError) -> String {
+    match err {
+        nexus_agent_proto::ProtoError::Remote { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// RFC 3339 with milliseconds, UTC.
 pub fn rfc3339(t: Timestamp) -> String {
     let millis = u64::try_from(t.as_millis()).unwrap_or(0);
@@ -102,7 +111,19 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(ErrorCode::SandboxStartFailed, message)
             }
             ServiceError::Driver(_) => ApiError::internal(err),
-            ServiceError::Agent(_) | ServiceError::Store(_) => ApiError::internal(err),
+            ServiceError::Agent(ref e) => match e.remote_code() {
+                Some(RemoteCode::SpawnFailed | RemoteCode::BadRequest) => {
+                    ApiError::new(ErrorCode::InvalidRequest, agent_message(e))
+                }
+                Some(RemoteCode::UnknownProcess) => {
+                    ApiError::new(ErrorCode::ProcessNotFound, agent_message(e))
+                }
+                Some(
+                    RemoteCode::StillRunning | RemoteCode::NotRunning | RemoteCode::StdinClosed,
+                ) => ApiError::new(ErrorCode::ProcessStateConflict, agent_message(e)),
+                _ => ApiError::internal(err),
+            },
+            ServiceError::Store(_) => ApiError::internal(err),
         }
     }
 }

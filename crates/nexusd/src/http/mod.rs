@@ -7,6 +7,7 @@ pub mod error;
 pub mod json;
 pub mod metrics;
 pub mod openapi;
+pub mod processes;
 pub mod sandboxes;
 pub mod system;
 
@@ -46,6 +47,11 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sandboxes::start))
         .routes(routes!(sandboxes::stop))
         .routes(routes!(sandboxes::exec))
+        .routes(routes!(processes::start, processes::list))
+        .routes(routes!(processes::output))
+        .routes(routes!(processes::wait))
+        .routes(routes!(processes::signal))
+        .routes(routes!(processes::write_stdin, processes::close_stdin))
 }
 
 /// The OpenAPI document of every `/v1` route, as served at `/v1/openapi.json`.

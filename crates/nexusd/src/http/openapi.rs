@@ -17,6 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
     tags(
         (name = "system", description = "Health and status of the daemon"),
         (name = "sandboxes", description = "Sandbox lifecycle and commands"),
+        (name = "processes", description = "Background processes in a sandbox"),
     )
 )]
 pub struct ApiDoc;

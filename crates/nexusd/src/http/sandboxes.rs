@@ -270,7 +270,8 @@ fn encode(bytes: &[u8], encoding: OutputEncoding) -> String {
     }
 }
 
-fn exit_status(exit: &ExitInfo, oom_killed: bool) -> ExitStatus {
+/// The API's view of how a process ended.
+pub fn exit_status(exit: &ExitInfo, oom_killed: bool) -> ExitStatus {
     ExitStatus {
         exit_code: exit.exit_code,
         signal: exit.signal,

@@ -4,5 +4,6 @@ mod api;
 mod config;
 mod harness;
 mod lifecycle;
+mod processes;
 mod sandboxes;
 mod security;
