@@ -14,6 +14,7 @@ pub use exec::{ExecEvent, ExecRequest, ExecResult, ExitStatus, OutputEncoding};
 pub use process::{OutputLine, ProcessInfo, ProcessList, SignalRequest, StartProcessRequest};
 pub use sandbox::{
     CreateSandboxRequest, IsolationReport, LimitReport, LimitsBody, SandboxInfo, SandboxList,
+    SandboxUsage,
 };
 pub use system::{DaemonPaths, DaemonStatus, DatabaseHealth, DatabaseStatus, Health, HealthStatus};
 

@@ -91,6 +91,29 @@ pub struct SandboxInfo {
     /// What isolation is actually in force (present while it runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<IsolationReport>,
+    /// Resource usage from its cgroups, when running and the host can tell (inspect only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<SandboxUsage>,
+}
+
+/// Resource usage of a running sandbox. A field is absent where this host cannot tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SandboxUsage {
+    /// Memory in use, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Highest memory use so far, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_peak_bytes: Option<u64>,
+    /// Processes the kernel's OOM killer ended in this sandbox (its memory limit bit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_kills: Option<u64>,
+    /// Processes and threads now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    /// CPU time used, microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_usage_usec: Option<u64>,
 }
 
 /// `GET /v1/sandboxes`.

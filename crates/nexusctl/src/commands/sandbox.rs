@@ -9,7 +9,7 @@ use nexus_api::{CreateSandboxRequest, LimitsBody, SandboxInfo};
 use nexus_client::Client;
 
 use crate::cli::{CreateArgs, SandboxCommand, SandboxShape};
-use crate::output::{Color, Output, human_duration};
+use crate::output::{Color, Output, human_bytes, human_duration};
 
 /// Runs one `sandbox` subcommand.
 pub async fn run(client: &Client, command: SandboxCommand, out: Output) -> anyhow::Result<()> {
@@ -203,6 +203,21 @@ fn inspect_text(info: &SandboxInfo, out: Output) -> String {
     }
     for (k, v) in &info.labels {
         row("Label", format!("{k}={v}"));
+    }
+    if let Some(u) = &info.usage {
+        if let Some(m) = u.memory_bytes {
+            let peak = u
+                .memory_peak_bytes
+                .map(|p| format!(" (peak {})", human_bytes(p)))
+                .unwrap_or_default();
+            row("Memory", format!("{}{peak}", human_bytes(m)));
+        }
+        if let Some(p) = u.pids {
+            row("Processes", p.to_string());
+        }
+        if let Some(k) = u.oom_kills.filter(|k| *k > 0) {
+            row("OOM kills", out.paint(&k.to_string(), Color::Red));
+        }
     }
     match &info.isolation {
         None => row("Isolation", "(not running)".into()),

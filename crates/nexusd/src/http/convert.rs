@@ -54,7 +54,19 @@ pub fn sandbox_info(view: SandboxView) -> SandboxInfo {
         updated_at: rfc3339(s.updated_at),
         started_at: s.started_at.map(rfc3339),
         isolation: isolation.map(isolation_report),
+        usage: None,
     }
+}
+
+/// Cgroup usage as the API shows it; `None` when the host told nothing.
+pub fn usage(u: nexus_core::Usage) -> Option<nexus_api::SandboxUsage> {
+    (u != nexus_core::Usage::default()).then_some(nexus_api::SandboxUsage {
+        memory_bytes: u.memory_current,
+        memory_peak_bytes: u.memory_peak,
+        oom_kills: u.oom_kills,
+        pids: u.pids_current,
+        cpu_usage_usec: u.cpu_usage_usec,
+    })
 }
 
 fn isolation_report(i: Isolation) -> IsolationReport {

@@ -78,7 +78,11 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxInfo>, ApiError> {
-    Ok(Json(sandbox_info(state.sandboxes.get(&id).await?)))
+    let view = state.sandboxes.get(&id).await?;
+    let usage = state.sandboxes.usage(&view.sandbox).await;
+    let mut info = sandbox_info(view);
+    info.usage = super::convert::usage(usage);
+    Ok(Json(info))
 }
 
 /// Starts a created, stopped or crashed sandbox.

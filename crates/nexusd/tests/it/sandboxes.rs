@@ -182,6 +182,12 @@ async fn limits_that_bite_are_reported() {
     if memory_enforced {
         assert_eq!(oom["oom_killed"], true, "{oom}");
         assert_eq!(oom["signal"], 9, "{oom}");
+        // The sandbox reports it too, where the user looks.
+        let (_, sb) = api.get("/v1/sandboxes/limits").await;
+        assert!(
+            sb["usage"]["oom_kills"].as_u64().expect("oom_kills") >= 1,
+            "{sb}"
+        );
     } else {
         skip("this host cannot enforce memory limits; the isolation report says so");
     }
@@ -359,4 +365,25 @@ async fn ttl_stops_the_sandbox() {
         assert!(std::time::Instant::now() < deadline, "still {sb}");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_bubblewrap_is_a_clear_error_that_changes_nothing() {
+    let dirs = Dirs::new();
+    dirs.write_config("bwrap_path: /nonexistent/bwrap\n");
+    let daemon = Daemon::start_with(&dirs, &["--listen", "127.0.0.1:0"]);
+    let api = Api::new(&daemon, &dirs);
+    let (status, err) = api.post("/v1/sandboxes", json!({"name": "nope"})).await;
+    assert_eq!(
+        (status, &err["error"]["code"]),
+        (422, &json!("driver_unavailable")),
+        "{err}"
+    );
+    let message = err["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("apt-get install -y bubblewrap") && message.contains("nexusctl doctor"),
+        "{message}"
+    );
+    let (_, list) = api.get("/v1/sandboxes").await;
+    assert_eq!(list["sandboxes"], json!([]));
 }
