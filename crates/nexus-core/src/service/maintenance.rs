@@ -1,0 +1,116 @@
+//! Keeping sandboxes honest over time: adopting them after a daemon restart, stopping
+//! them at their TTL, noticing the ones that died.
+
+use std::time::Duration;
+
+use super::{SandboxService, ServiceError};
+use crate::sandbox::SandboxState;
+use crate::store::RuntimeUpdate;
+
+impl SandboxService {
+    /// After a daemon restart: re-attaches to sandboxes whose processes survived, marks
+    /// the others crashed. Returns how many were adopted.
+    pub async fn adopt(&self) -> Result<usize, ServiceError> {
+        let mut adopted = 0;
+        for sandbox in self.store.list_sandboxes().await? {
+            if !matches!(
+                sandbox.state,
+                SandboxState::Starting | SandboxState::Running | SandboxState::Stopping
+            ) {
+                continue;
+            }
+            let driver = self.driver(sandbox.spec.driver)?;
+            let runtime = sandbox.runtime.clone().unwrap_or_default();
+            let alive = !runtime.is_empty() && driver.is_alive(&runtime).await;
+            let connected = if alive {
+                self.connect(&sandbox).await.ok()
+            } else {
+                None
+            };
+            match (sandbox.state, connected) {
+                (SandboxState::Running | SandboxState::Starting, Some(agent)) => {
+                    let sandbox = if sandbox.state == SandboxState::Starting {
+                        self.transition(&sandbox, SandboxState::Running, None, RuntimeUpdate::Keep)
+                            .await?
+                    } else {
+                        sandbox
+                    };
+                    self.remember(&sandbox, agent, driver.isolation(&sandbox, &runtime));
+                    tracing::info!(sandbox_id = %sandbox.id, name = %sandbox.spec.name, "sandbox adopted");
+                    adopted += 1;
+                }
+                (SandboxState::Stopping, _) => {
+                    // It was being stopped when the daemon went away: finish the job.
+                    self.stop_locked(sandbox).await?;
+                }
+                (_, None) => {
+                    let reason = "its processes were gone when nexusd restarted".to_owned();
+                    if alive && let Err(e) = driver.stop(&sandbox, &runtime, Duration::ZERO).await {
+                        tracing::warn!(sandbox_id = %sandbox.id, error = %e, "cannot clean up an unreachable sandbox");
+                    }
+                    tracing::warn!(sandbox_id = %sandbox.id, name = %sandbox.spec.name, %reason, "sandbox crashed");
+                    self.transition(
+                        &sandbox,
+                        SandboxState::Crashed,
+                        Some(reason),
+                        RuntimeUpdate::Clear,
+                    )
+                    .await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// Stops running sandboxes whose `ttl_seconds` have passed, and marks crashed the
+    /// ones whose processes died. Call periodically.
+    pub async fn tick(&self) -> Result<(), ServiceError> {
+        let now = self.clock.now();
+        for sandbox in self.store.list_sandboxes().await? {
+            if sandbox.state != SandboxState::Running {
+                continue;
+            }
+            let expired = match (sandbox.spec.ttl_seconds, sandbox.started_at) {
+                (Some(ttl), Some(started)) => {
+                    now.0.saturating_sub(started.0)
+                        >= i64::try_from(ttl.saturating_mul(1000)).unwrap_or(i64::MAX)
+                }
+                _ => false,
+            };
+            if expired {
+                tracing::info!(sandbox_id = %sandbox.id, name = %sandbox.spec.name, "ttl reached; stopping sandbox");
+                if let Err(e) = self.stop(sandbox.id.as_str()).await {
+                    tracing::warn!(sandbox_id = %sandbox.id, error = %e, "stopping an expired sandbox failed");
+                }
+                continue;
+            }
+            let driver = self.driver(sandbox.spec.driver)?;
+            let runtime = sandbox.runtime.clone().unwrap_or_default();
+            if !driver.is_alive(&runtime).await {
+                let lock = self.lock(&sandbox.id);
+                let _guard = lock.lock().await;
+                let Ok(current) = self.reload(&sandbox.id).await else {
+                    continue;
+                };
+                if current.state != SandboxState::Running || driver.is_alive(&runtime).await {
+                    continue;
+                }
+                let reason = "its init process (the agent) exited".to_owned();
+                tracing::warn!(sandbox_id = %sandbox.id, name = %sandbox.spec.name, %reason, "sandbox crashed");
+                if let Err(e) = driver.stop(&current, &runtime, Duration::ZERO).await {
+                    tracing::warn!(sandbox_id = %sandbox.id, error = %e, "cleanup of a crashed sandbox failed");
+                }
+                self.forget_runtime(&sandbox.id);
+                self.transition(
+                    &current,
+                    SandboxState::Crashed,
+                    Some(reason),
+                    RuntimeUpdate::Clear,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
