@@ -62,6 +62,47 @@ impl Dirs {
     }
 }
 
+impl Drop for Dirs {
+    /// Sandboxes outlive their daemon by design; a test must not leave them behind.
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.path("run").join("nexus").join("sandboxes"))
+        else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = std::fs::read_to_string(entry.path().join("init.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            // The sandbox's cgroup directories, wherever the daemon's own cgroup is.
+            let found = Command::new("find")
+                .args([
+                    "/sys/fs/cgroup",
+                    "-maxdepth",
+                    "8",
+                    "-type",
+                    "d",
+                    "-name",
+                    &id,
+                ])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            for dir in found.lines() {
+                for _ in 0..50 {
+                    if std::fs::remove_dir(dir).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
 /// A running daemon whose stderr (JSON log lines) is collected.
 pub struct Daemon {
     child: Child,

@@ -115,3 +115,35 @@ fn a_busy_address_is_a_clear_error() {
     );
     assert!(stderr.contains("--listen"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_an_in_flight_request_finish() {
+    if !crate::harness::bwrap_usable() {
+        crate::harness::skip("bubblewrap cannot run sandboxes on this host");
+        return;
+    }
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs);
+    let api = crate::harness::Api::new(&daemon, &dirs);
+    api.create(serde_json::json!({"name": "slow"})).await;
+    let request = tokio::spawn(async move {
+        api.post(
+            "/v1/sandboxes/slow/exec",
+            serde_json::json!({"argv": ["sh", "-c", "sleep 1; echo done"]}),
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    daemon.signal(Signal::SIGTERM);
+    let (status, body) = request.await.expect("request task");
+    assert_eq!(
+        (status, body["stdout"].as_str()),
+        (200, Some("done\n")),
+        "{body}"
+    );
+    let (exit, logs) = tokio::task::spawn_blocking(move || daemon.wait())
+        .await
+        .expect("wait");
+    assert!(exit.success(), "{exit}: {logs}");
+    assert!(logs.contains("shutdown complete"), "{logs}");
+}
