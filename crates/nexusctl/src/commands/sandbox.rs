@@ -138,6 +138,9 @@ async fn list(client: &Client, out: Output) -> anyhow::Result<()> {
             age(&s.created_at),
         ]);
     }
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
     out.text(&format!(
         "{}\n",
         table
@@ -155,7 +158,7 @@ fn inspect_text(info: &SandboxInfo, out: Output) -> String {
         let _ = writeln!(
             text,
             "{}{value}",
-            out.paint(&format!("{label:<14}"), Color::Dim)
+            out.paint(&format!("{label:<16}"), Color::Dim)
         );
     };
     row("Name", info.name.clone());
