@@ -1,0 +1,430 @@
+//! The report: every figure of a run, the peers' ratios, the targets of issue 3 with
+//! whether they were met, rendered as tables on stdout and as JSON.
+
+use std::io::Write;
+
+use comfy_table::{Table, presets};
+use serde::Serialize;
+
+use crate::machine::Machine;
+use crate::measure::{IdleMemory, Many, Plan};
+use crate::stats::{Samples, Summary};
+
+/// Whose figure an operation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Group {
+    /// Nexus itself.
+    Nexus,
+    /// A tool it is compared with.
+    Peer,
+}
+
+/// One measured (or skipped) operation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Operation {
+    /// Its name in the table, e.g. `create_running`.
+    pub name: String,
+    /// Nexus or peer.
+    pub group: Group,
+    /// The distribution of its successful attempts.
+    pub summary: Option<Summary>,
+    /// Failed attempts.
+    pub errors: usize,
+    /// What the first failure said.
+    pub first_error: Option<String>,
+    /// Why it was not measured.
+    pub skipped: Option<String>,
+}
+
+impl Operation {
+    /// A measured operation.
+    pub fn measured(name: &str, group: Group, samples: Samples) -> Self {
+        Self {
+            name: name.into(),
+            group,
+            summary: Summary::of_durations(&samples.durations),
+            errors: samples.errors,
+            first_error: samples.first_error,
+            skipped: None,
+        }
+    }
+
+    /// An operation that could not be measured here.
+    pub fn skipped(name: &str, group: Group, reason: String) -> Self {
+        Self {
+            name: name.into(),
+            group,
+            summary: None,
+            errors: 0,
+            first_error: None,
+            skipped: Some(reason),
+        }
+    }
+}
+
+/// A Nexus figure next to a peer's.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// The Nexus operation.
+    pub nexus: &'static str,
+    /// The peer operation.
+    pub peer: &'static str,
+    /// Nexus p50, when measured.
+    pub nexus_p50_ms: Option<f64>,
+    /// Peer p50, when measured.
+    pub peer_p50_ms: Option<f64>,
+    /// `nexus_p50 / peer_p50`: below 1 means Nexus is faster.
+    pub ratio: Option<f64>,
+}
+
+/// Whether a target of issue 3 holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// It holds.
+    Met,
+    /// It does not.
+    NotMet,
+    /// This run did not measure it (skipped, or quick mode too small).
+    NotMeasured,
+}
+
+/// One target and what this run measured for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// What is measured.
+    pub what: &'static str,
+    /// The goal, as issue 3 states it.
+    pub goal: &'static str,
+    /// The figure, as text.
+    pub measured: String,
+    /// Whether it holds.
+    pub verdict: Verdict,
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Version of this benchmark (that of the workspace).
+    pub version: &'static str,
+    /// `quick` or `full`.
+    pub mode: &'static str,
+    /// The machine.
+    pub machine: Machine,
+    /// How much was measured.
+    pub plan: Plan,
+    /// Every operation, Nexus first.
+    pub operations: Vec<Operation>,
+    /// Idle memory details.
+    pub idle_memory: Option<IdleMemory>,
+    /// Many-sandboxes details.
+    pub many: Option<Many>,
+    /// Nexus against its peers.
+    pub comparisons: Vec<Comparison>,
+    /// The targets of issue 3.
+    pub targets: Vec<Target>,
+    /// Cleanup and harness remarks.
+    pub notes: Vec<String>,
+    /// Wall time of the whole run, in seconds.
+    pub wall_s: f64,
+}
+
+/// Pairs shown side by side: (Nexus operation, peer operation).
+const PAIRS: [(&str, &str); 6] = [
+    ("create_running", "bwrap_spawn"),
+    ("create_running", "podman_run"),
+    ("exec_true_api", "fork_exec_true"),
+    ("exec_true_api", "podman_exec"),
+    ("nexusctl_exec_true", "fork_exec_true"),
+    ("nexusctl_exec_true", "podman_exec"),
+];
+
+impl Report {
+    /// Derives comparisons and targets from the figures.
+    pub fn finish(&mut self) {
+        self.comparisons = PAIRS
+            .iter()
+            .map(|&(nexus, peer)| {
+                let nexus_p50_ms = self.p50(nexus);
+                let peer_p50_ms = self.p50(peer);
+                let ratio = match (nexus_p50_ms, peer_p50_ms) {
+                    (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                    _ => None,
+                };
+                Comparison {
+                    nexus,
+                    peer,
+                    nexus_p50_ms,
+                    peer_p50_ms,
+                    ratio,
+                }
+            })
+            .collect();
+        self.targets = vec![
+            self.latency_target("create→running p50", "≤ 15 ms", "create_running", 15.0),
+            self.latency_target(
+                "exec round trip of `true` p50",
+                "≤ 2 ms",
+                "exec_true_api",
+                2.0,
+            ),
+            self.memory_target(),
+            self.many_target(),
+        ];
+    }
+
+    /// Writes the human-readable report.
+    pub fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let m = &self.machine;
+        writeln!(out, "# nexus-bench {} ({} mode)", self.version, self.mode)?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "machine: {} cores, {} memory, kernel {}, cgroups {}, {}, load average {} at start",
+            m.cores,
+            m.memory_mib
+                .map_or_else(|| "unknown".into(), |mib| format!("{mib} MiB")),
+            m.kernel,
+            m.cgroup.label(),
+            if m.root { "as root" } else { "not root" },
+            m.load_1m
+                .map_or_else(|| "unknown".into(), |l| format!("{l:.2}"))
+        )?;
+        let p = &self.plan;
+        writeln!(
+            out,
+            "plan: {} iterations per latency, {} idle sandboxes, {} at once ({} concurrent); run took {:.1} s",
+            p.iterations, p.idle, p.many, p.concurrency, self.wall_s
+        )?;
+        writeln!(out)?;
+        writeln!(out, "{}", self.operations_table())?;
+        for op in &self.operations {
+            if let Some(reason) = &op.skipped {
+                writeln!(out, "{}: skipped: {reason}", op.name)?;
+            } else if let Some(error) = &op.first_error {
+                writeln!(out, "{}: {} error(s), first: {error}", op.name, op.errors)?;
+            }
+        }
+        if let Some(idle) = &self.idle_memory {
+            write_idle(out, idle)?;
+        }
+        if let Some(many) = &self.many {
+            writeln!(
+                out,
+                "many: {} sandboxes, {} at a time: creates {:.2} s ({} errors), exec `true` in each {:.2} s ({} errors), deletes {:.2} s ({} errors)",
+                many.count,
+                many.concurrency,
+                many.create_total_s,
+                many.create_errors,
+                many.exec_total_s,
+                many.exec_errors,
+                many.delete_total_s,
+                many.delete_errors
+            )?;
+        }
+        writeln!(out)?;
+        writeln!(out, "## Against peers (p50; ratio = Nexus / peer)")?;
+        writeln!(out)?;
+        writeln!(out, "{}", self.comparisons_table())?;
+        writeln!(out)?;
+        writeln!(out, "## Targets of issue 3")?;
+        writeln!(out)?;
+        writeln!(out, "{}", self.targets_table())?;
+        for note in &self.notes {
+            writeln!(out, "note: {note}")?;
+        }
+        Ok(())
+    }
+
+    fn operation(&self, name: &str) -> Option<&Operation> {
+        self.operations.iter().find(|op| op.name == name)
+    }
+
+    fn p50(&self, name: &str) -> Option<f64> {
+        self.operation(name)?.summary.as_ref().map(|s| s.p50)
+    }
+
+    fn latency_target(
+        &self,
+        what: &'static str,
+        goal: &'static str,
+        name: &str,
+        limit_ms: f64,
+    ) -> Target {
+        let (measured, verdict) = match self.p50(name) {
+            Some(p50) => (format!("{} ms", fmt(p50)), verdict(p50 <= limit_ms)),
+            None => ("not measured".into(), Verdict::NotMeasured),
+        };
+        Target {
+            what,
+            goal,
+            measured,
+            verdict,
+        }
+    }
+
+    fn memory_target(&self) -> Target {
+        let mean = self
+            .idle_memory
+            .as_ref()
+            .and_then(|i| i.per_sandbox.as_ref())
+            .map(|s| s.mean);
+        let (measured, verdict) = match mean {
+            Some(mib) => (format!("{} MiB (mean Pss)", fmt(mib)), verdict(mib <= 4.0)),
+            None => ("not measured".into(), Verdict::NotMeasured),
+        };
+        Target {
+            what: "idle host memory per sandbox",
+            goal: "≤ 4 MiB",
+            measured,
+            verdict,
+        }
+    }
+
+    fn many_target(&self) -> Target {
+        let what = "sandboxes running at once without errors";
+        let goal = "200, 0 errors";
+        let Some(many) = &self.many else {
+            return Target {
+                what,
+                goal,
+                measured: "not measured".into(),
+                verdict: Verdict::NotMeasured,
+            };
+        };
+        let errors = many.create_errors + many.exec_errors;
+        let measured = format!("{} at once, {errors} errors", many.count);
+        let verdict = if errors > 0 {
+            Verdict::NotMet
+        } else if many.count >= 200 {
+            Verdict::Met
+        } else {
+            Verdict::NotMeasured
+        };
+        Target {
+            what,
+            goal,
+            measured,
+            verdict,
+        }
+    }
+
+    fn operations_table(&self) -> Table {
+        let mut table = new_table(&[
+            "operation",
+            "kind",
+            "n",
+            "p50",
+            "p90",
+            "p99",
+            "max",
+            "unit",
+            "errors",
+        ]);
+        for op in &self.operations {
+            let kind = match op.group {
+                Group::Nexus => "nexus",
+                Group::Peer => "peer",
+            };
+            let row: Vec<String> = match (&op.summary, &op.skipped) {
+                (Some(s), _) => vec![
+                    op.name.clone(),
+                    kind.into(),
+                    s.n.to_string(),
+                    fmt(s.p50),
+                    fmt(s.p90),
+                    fmt(s.p99),
+                    fmt(s.max),
+                    s.unit.into(),
+                    op.errors.to_string(),
+                ],
+                (None, skipped) => {
+                    let dash = if skipped.is_some() { "skipped" } else { "-" };
+                    let mut row = vec![op.name.clone(), kind.into(), "0".into()];
+                    row.extend(std::iter::repeat_n(dash.to_owned(), 5));
+                    row.push(op.errors.to_string());
+                    row
+                }
+            };
+            table.add_row(row);
+        }
+        table
+    }
+
+    fn comparisons_table(&self) -> Table {
+        let mut table = new_table(&["nexus", "p50 ms", "peer", "p50 ms", "ratio"]);
+        for c in &self.comparisons {
+            let ms = |v: Option<f64>| v.map_or_else(|| "-".into(), fmt);
+            let ratio = match (c.ratio, c.peer_p50_ms) {
+                (Some(r), _) => format!("{r:.2}×"),
+                (None, None) => "peer skipped".into(),
+                (None, Some(_)) => "-".into(),
+            };
+            table.add_row(vec![
+                c.nexus.to_owned(),
+                ms(c.nexus_p50_ms),
+                c.peer.to_owned(),
+                ms(c.peer_p50_ms),
+                ratio,
+            ]);
+        }
+        table
+    }
+
+    fn targets_table(&self) -> Table {
+        let mut table = new_table(&["target", "goal", "measured", "status"]);
+        for t in &self.targets {
+            let status = match t.verdict {
+                Verdict::Met => "met",
+                Verdict::NotMet => "NOT MET",
+                Verdict::NotMeasured => "not measured (run full mode)",
+            };
+            table.add_row(vec![t.what, t.goal, &t.measured, status]);
+        }
+        table
+    }
+}
+
+fn write_idle(out: &mut impl Write, idle: &IdleMemory) -> std::io::Result<()> {
+    let mean = idle
+        .per_sandbox
+        .as_ref()
+        .map_or_else(|| "-".into(), |s| fmt(s.mean));
+    let charged = idle
+        .cgroup_per_sandbox
+        .as_ref()
+        .map_or_else(|| "-".into(), |s| fmt(s.mean));
+    let opt = |v: Option<f64>| v.map_or_else(|| "?".into(), fmt);
+    writeln!(
+        out,
+        "idle memory: {} of {} sandboxes measured, mean {mean} MiB Pss each over {:.1} host processes (found by {}), mean {charged} MiB charged to each memory cgroup; daemon RSS {} → {} MiB, {} MiB per sandbox",
+        idle.measured,
+        idle.requested,
+        idle.processes_per_sandbox,
+        idle.found_by,
+        opt(idle.daemon_rss_before_mib),
+        opt(idle.daemon_rss_after_mib),
+        opt(idle.daemon_growth_per_sandbox_mib),
+    )
+}
+
+fn verdict(met: bool) -> Verdict {
+    if met { Verdict::Met } else { Verdict::NotMet }
+}
+
+fn new_table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(presets::ASCII_MARKDOWN);
+    table.set_header(header.to_vec());
+    table
+}
+
+/// Two decimals below 100, one above: enough for milliseconds and MiB alike.
+fn fmt(value: f64) -> String {
+    if value.abs() < 100.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.1}")
+    }
+}
