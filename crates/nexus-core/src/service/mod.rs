@@ -17,6 +17,8 @@ use crate::store::{RuntimeUpdate, Store, StoreError, Transition};
 
 mod maintenance;
 mod processes;
+#[cfg(test)]
+mod tests;
 
 /// The only image that exists until images land: the host's own `/`, read-only.
 pub const HOST_IMAGE: &str = "host";

@@ -6,6 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use async_trait::async_trait;
 
+mod driver;
+
+pub use driver::FakeDriver;
+
 use crate::clock::{Clock, Timestamp};
 use crate::sandbox::{Sandbox, SandboxId, SandboxName};
 use crate::store::{DatabaseInfo, Store, StoreError, Transition};

@@ -1,0 +1,213 @@
+//! `FakeDriver`: a driver that starts nothing, answered by a fake agent speaking just
+//! enough of the protocol (handshake, ping, terminate-all) for lifecycle tests.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::{SinkExt, StreamExt};
+use nexus_agent_proto::handshake::accept_handshake;
+use nexus_agent_proto::{
+    AgentInfo, ErrorCode, Frame, FrameCodec, FrameType, Pong, Request, Response,
+    SUPPORTED_VERSIONS, TerminateReport,
+};
+use tokio_util::codec::Framed;
+
+use crate::driver::{AgentStream, Driver, DriverError, Isolation, Started, Usage};
+use crate::sandbox::{DriverKind, Sandbox, SandboxId};
+
+/// A driver whose sandboxes are records in memory.
+#[derive(Debug, Default)]
+pub struct FakeDriver {
+    fail_start: AtomicBool,
+    unavailable: AtomicBool,
+    alive: Mutex<HashSet<SandboxId>>,
+    calls: Mutex<Vec<String>>,
+    terminations: Arc<Mutex<HashMap<SandboxId, usize>>>,
+}
+
+impl FakeDriver {
+    /// Makes `start` fail (or succeed again).
+    pub fn set_fail_start(&self, fail: bool) {
+        self.fail_start.store(fail, Ordering::SeqCst);
+    }
+
+    /// Makes `check_available` fail (or succeed again).
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.unavailable.store(unavailable, Ordering::SeqCst);
+    }
+
+    /// Kills a sandbox behind the service's back.
+    pub fn kill(&self, id: &SandboxId) {
+        self.alive.lock().expect("fake lock").remove(id);
+    }
+
+    /// Every call so far, as `method id`.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("fake lock").clone()
+    }
+
+    /// How many times the agent of `id` was asked to terminate its processes.
+    pub fn terminations(&self, id: &SandboxId) -> usize {
+        self.terminations
+            .lock()
+            .expect("fake lock")
+            .get(id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn record(&self, call: &str, id: &SandboxId) {
+        self.calls
+            .lock()
+            .expect("fake lock")
+            .push(format!("{call} {id}"));
+    }
+}
+
+#[async_trait]
+impl Driver for FakeDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Bwrap
+    }
+
+    fn check_available(&self) -> Result<(), DriverError> {
+        if self.unavailable.load(Ordering::SeqCst) {
+            return Err(DriverError::Unavailable {
+                driver: DriverKind::Bwrap,
+                reason: "fake: told so".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn start(&self, sandbox: &Sandbox) -> Result<Started, DriverError> {
+        self.record("start", &sandbox.id);
+        if self.fail_start.load(Ordering::SeqCst) {
+            return Err(DriverError::Start {
+                reason: "fake: told to fail".into(),
+            });
+        }
+        self.alive
+            .lock()
+            .expect("fake lock")
+            .insert(sandbox.id.clone());
+        Ok(Started {
+            runtime: sandbox.id.to_string(),
+            isolation: Isolation {
+                isolated: true,
+                ..Isolation::default()
+            },
+        })
+    }
+
+    async fn connect(&self, sandbox: &Sandbox, _runtime: &str) -> Result<AgentStream, DriverError> {
+        if !self.alive.lock().expect("fake lock").contains(&sandbox.id) {
+            return Err(DriverError::Connect {
+                reason: "fake: not running".into(),
+            });
+        }
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(fake_agent(
+            theirs,
+            self.terminations.clone(),
+            sandbox.id.clone(),
+        ));
+        Ok(Box::new(ours))
+    }
+
+    async fn is_alive(&self, runtime: &str) -> bool {
+        SandboxId::parse(runtime)
+            .is_some_and(|id| self.alive.lock().expect("fake lock").contains(&id))
+    }
+
+    fn isolation(&self, _sandbox: &Sandbox, _runtime: &str) -> Isolation {
+        Isolation {
+            isolated: true,
+            ..Isolation::default()
+        }
+    }
+
+    async fn usage(&self, _runtime: &str) -> Usage {
+        Usage::default()
+    }
+
+    async fn stop(
+        &self,
+        sandbox: &Sandbox,
+        _runtime: &str,
+        _grace: Duration,
+    ) -> Result<(), DriverError> {
+        self.record("stop", &sandbox.id);
+        self.alive.lock().expect("fake lock").remove(&sandbox.id);
+        Ok(())
+    }
+
+    async fn destroy(&self, sandbox: &Sandbox) -> Result<(), DriverError> {
+        self.record("destroy", &sandbox.id);
+        self.alive.lock().expect("fake lock").remove(&sandbox.id);
+        Ok(())
+    }
+}
+
+async fn fake_agent(
+    stream: tokio::io::DuplexStream,
+    terminations: Arc<Mutex<HashMap<SandboxId, usize>>>,
+    id: SandboxId,
+) {
+    let mut framed = Framed::new(stream, FrameCodec::new());
+    let info = |version| AgentInfo {
+        protocol_version: version,
+        agent_version: "fake".into(),
+        pid: 1,
+        uid: 1000,
+        pid1: true,
+        subreaper: false,
+        dumpable: false,
+        window_bytes: 0,
+    };
+    if accept_handshake(&mut framed, SUPPORTED_VERSIONS, info)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    while let Some(Ok(frame)) = framed.next().await {
+        if frame.kind != FrameType::Request {
+            continue;
+        }
+        let response = match frame.parse::<Request>() {
+            Ok(Request::Ping) => Response::Pong {
+                pong: Pong {
+                    pid: 1,
+                    uptime_ms: 0,
+                    dumpable: false,
+                    running: 0,
+                },
+            },
+            Ok(Request::TerminateAll { .. }) => {
+                *terminations
+                    .lock()
+                    .expect("fake lock")
+                    .entry(id.clone())
+                    .or_insert(0) += 1;
+                Response::Terminated {
+                    report: TerminateReport::default(),
+                }
+            }
+            _ => Response::Error {
+                code: ErrorCode::BadRequest,
+                message: "fake agent: not supported".into(),
+            },
+        };
+        if framed
+            .send(Frame::json(FrameType::Response, frame.channel, &response))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
