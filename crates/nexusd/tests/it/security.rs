@@ -252,3 +252,45 @@ async fn bombs_stay_inside() {
     // The other sandbox and the daemon still answer.
     assert_eq!(api.sh("b", "echo fine").await["stdout"], "fine\n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_cannot_be_replaced_traced_or_impersonated() {
+    let Some((dirs, _daemon, api)) = two_sandboxes().await else {
+        return;
+    };
+    // Its binary is bound read-only; its host-side socket does not exist in the sandbox.
+    let out = api
+        .sh("a", "cp /bin/true /run/nexus/agent 2>&1; echo rc=$?")
+        .await;
+    assert!(
+        out["stdout"].as_str().expect("stdout").contains("rc=1"),
+        "the agent binary was writable: {out}"
+    );
+    let socket = dirs.path("run").join("nexus").join("sandboxes");
+    let out = api
+        .sh(
+            "a",
+            &format!(
+                "ls {} 2>&1; find / -name agent.sock 2>/dev/null | wc -l",
+                socket.display()
+            ),
+        )
+        .await;
+    assert!(
+        out["stdout"].as_str().expect("stdout").ends_with("0\n"),
+        "the agent socket is reachable: {out}"
+    );
+    // PID 1 (the agent) cannot be traced, and its memory and descriptors cannot be read.
+    let out = api
+        .sh(
+            "a",
+            "cat /proc/1/environ 2>&1 >/dev/null; ls /proc/1/fd 2>&1 >/dev/null; echo rc=$?",
+        )
+        .await;
+    assert!(
+        out["stdout"].as_str().expect("stdout").contains("rc=2"),
+        "/proc/1 is readable: {out}"
+    );
+    // And the sandbox keeps answering through its real agent.
+    assert_eq!(api.sh("a", "echo still").await["stdout"], "still\n");
+}
