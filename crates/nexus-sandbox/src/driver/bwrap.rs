@@ -197,7 +197,7 @@ impl BwrapDriver {
 
     /// Ends the sandbox's processes and removes its cgroup and runtime files. Cleaning
     /// up what is already gone succeeds.
-    fn cleanup(&self, id: &str, runtime: Option<&Runtime>) -> Result<(), String> {
+    fn cleanup(&self, id: &str, runtime: Option<&Runtime>, grace: Duration) -> Result<(), String> {
         let runtime_dir = self.config.layout.sandbox_runtime(id);
         let cgroup = match self.cgroups.open(id) {
             Ok(cgroup) => Some(cgroup),
@@ -206,8 +206,10 @@ impl BwrapDriver {
         };
         match (runtime, cgroup) {
             // The agent (PID 1) ignores SIGTERM, and the service has already ended its
-            // processes gracefully through it: kill the namespace at once.
+            // processes gracefully through it; whatever is left gets SIGTERM and the grace
+            // period, then the namespace is killed.
             (Some(rt), Some(cgroup)) => {
+                terminate_gracefully(rt, &cgroup, grace);
                 launch::destroy(&rt.process, &cgroup, &runtime_dir, Duration::ZERO)
                     .map_err(|e| chain(&e))?;
             }
@@ -235,6 +237,36 @@ impl BwrapDriver {
             self.release(HostUser::Dedicated(rt.uid));
         }
         Ok(())
+    }
+}
+
+/// SIGTERM to every process of the sandbox but its init (the agent, which ignores it) and
+/// bwrap, then up to `grace` for them to go. Normally the agent has already ended them and
+/// this returns at once; it matters when the agent could not be reached.
+fn terminate_gracefully(rt: &Runtime, cgroup: &crate::cgroups::SandboxCgroup, grace: Duration) {
+    let others = || -> Vec<u32> {
+        cgroup
+            .pids()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|pid| *pid != rt.process.init_pid && *pid != rt.process.bwrap_pid)
+            .collect()
+    };
+    let pids = others();
+    if pids.is_empty() || grace.is_zero() {
+        return;
+    }
+    for pid in pids {
+        if let Ok(pid) = i32::try_from(pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    let deadline = std::time::Instant::now() + grace;
+    while !others().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -410,17 +442,17 @@ impl Driver for BwrapDriver {
         &self,
         sandbox: &Sandbox,
         runtime: &str,
-        _grace: Duration,
+        grace: Duration,
     ) -> Result<(), DriverError> {
         let parsed = parse(runtime);
         let id = sandbox.id.as_str().to_owned();
-        tokio::task::block_in_place(|| self.cleanup(&id, parsed.as_ref()))
+        tokio::task::block_in_place(|| self.cleanup(&id, parsed.as_ref(), grace))
             .map_err(|reason| DriverError::Cleanup { reason })
     }
 
     async fn destroy(&self, sandbox: &Sandbox) -> Result<(), DriverError> {
         let id = sandbox.id.as_str().to_owned();
-        tokio::task::block_in_place(|| self.cleanup(&id, None))
+        tokio::task::block_in_place(|| self.cleanup(&id, None, Duration::ZERO))
             .map_err(|reason| DriverError::Cleanup { reason })?;
         remove_tree(&self.config.layout.sandbox_data(&id))
             .map_err(|reason| DriverError::Cleanup { reason })
