@@ -148,12 +148,7 @@ impl Driver for HostDriver {
         let runtime = parse(runtime).ok_or(DriverError::Connect {
             reason: "no runtime record".into(),
         })?;
-        let stream = tokio::net::UnixStream::connect(&runtime.socket)
-            .await
-            .map_err(|e| DriverError::Connect {
-                reason: format!("{}: {e}", runtime.socket.display()),
-            })?;
-        Ok(Box::new(stream))
+        super::connect_agent(&runtime.socket).await
     }
 
     async fn is_alive(&self, runtime: &str) -> bool {

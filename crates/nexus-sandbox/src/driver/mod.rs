@@ -59,6 +59,18 @@ impl Layout {
     }
 }
 
+/// Connects to an agent's listening socket on the host side.
+pub(crate) async fn connect_agent(
+    socket: &Path,
+) -> Result<nexus_core::AgentStream, nexus_core::DriverError> {
+    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
+        nexus_core::DriverError::Connect {
+            reason: format!("{}: {e}", socket.display()),
+        }
+    })?;
+    Ok(Box::new(stream))
+}
+
 /// Removes a directory tree; a missing one is fine.
 pub(crate) fn remove_tree(path: &Path) -> Result<(), String> {
     match std::fs::remove_dir_all(path) {
