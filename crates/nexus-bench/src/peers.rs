@@ -27,19 +27,8 @@ pub async fn bwrap_spawn(n: usize) -> Operation {
     blocking("bwrap_spawn", move || {
         Ok(time_runs(n, || {
             let mut cmd = Command::new(&bwrap);
-            cmd.args([
-                "--unshare-all",
-                "--unshare-user",
-                "--die-with-parent",
-                "--ro-bind",
-                "/",
-                "/",
-                "--proc",
-                "/proc",
-                "--dev",
-                "/dev",
-                "true",
-            ]);
+            // The same sandboxed `true` as the doctor's check: namespaces, no Nexus.
+            cmd.args(nexus_host::bwrap::SMOKE_TEST_ARGS);
             cmd
         }))
     })

@@ -144,6 +144,12 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// Resource usage, where the host can tell.
     async fn usage(&self, runtime: &str) -> Usage;
 
+    /// Processes the OOM killer ended in the sandbox so far. Read around every command, so
+    /// drivers that can read just this counter should.
+    async fn oom_kills(&self, runtime: &str) -> Option<u64> {
+        self.usage(runtime).await.oom_kills
+    }
+
     /// Ends every process of the sandbox (SIGKILL after `grace`) and releases what its
     /// running needed (cgroups, sockets). The workspace is kept.
     async fn stop(

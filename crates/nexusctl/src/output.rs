@@ -50,6 +50,15 @@ impl Output {
     }
 }
 
+/// Writes a command's raw output bytes (stdout or stderr) as they come. A closed pipe
+/// (`nexusctl exec ... | head`) is not an error worth reporting.
+pub fn write_raw(w: &mut impl Write, bytes: &[u8]) -> anyhow::Result<()> {
+    match w.write_all(bytes).and_then(|()| w.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 /// ANSI colours used.
 #[derive(Debug, Clone, Copy)]
 #[repr(u8)]

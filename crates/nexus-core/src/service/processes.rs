@@ -16,25 +16,13 @@ impl SandboxService {
     pub async fn exec(
         &self,
         id_or_name: &str,
-        mut request: ExecRequest,
+        request: ExecRequest,
         stdin: Option<Vec<u8>>,
     ) -> Result<StartedProcess, ServiceError> {
-        if request.argv.first().is_none_or(|a| a.is_empty()) {
-            return Err(ServiceError::Invalid(
-                "argv must name a program: it is empty".into(),
-            ));
-        }
-        let (sandbox, agent) = self.running_agent(id_or_name).await?;
-        let mut env = sandbox.spec.env.clone();
-        env.append(&mut request.env);
-        request.env = env;
+        let (sandbox, agent, mut request) = self.prepare(id_or_name, request).await?;
         request.stdin = stdin.is_some();
         let runtime = sandbox.runtime.clone().unwrap_or_default();
-        let oom_before = self
-            .driver(sandbox.spec.driver)?
-            .usage(&runtime)
-            .await
-            .oom_kills;
+        let oom_before = self.driver(sandbox.spec.driver)?.oom_kills(&runtime).await;
         let (handle, output) = agent
             .exec_attached(request)
             .await
@@ -124,8 +112,19 @@ impl SandboxService {
     pub async fn start_process(
         &self,
         id_or_name: &str,
-        mut request: ExecRequest,
+        request: ExecRequest,
     ) -> Result<ProcessHandle, ServiceError> {
+        let (_, agent, request) = self.prepare(id_or_name, request).await?;
+        agent.exec(request).await.map_err(ServiceError::Agent)
+    }
+
+    /// What every command needs first: a program to run, the running sandbox's agent, and
+    /// the sandbox's environment under the command's own.
+    async fn prepare(
+        &self,
+        id_or_name: &str,
+        mut request: ExecRequest,
+    ) -> Result<(Sandbox, AgentClient, ExecRequest), ServiceError> {
         if request.argv.first().is_none_or(|a| a.is_empty()) {
             return Err(ServiceError::Invalid(
                 "argv must name a program: it is empty".into(),
@@ -135,7 +134,7 @@ impl SandboxService {
         let mut env = sandbox.spec.env.clone();
         env.append(&mut request.env);
         request.env = env;
-        agent.exec(request).await.map_err(ServiceError::Agent)
+        Ok((sandbox, agent, request))
     }
 
     /// The processes of a running sandbox the agent still knows.
@@ -246,7 +245,7 @@ impl SandboxService {
         if exit.signal != Some(9) || exit.timed_out {
             return false;
         }
-        match (before, driver.usage(runtime).await.oom_kills) {
+        match (before, driver.oom_kills(runtime).await) {
             (Some(before), Some(after)) => after > before,
             (None, Some(after)) => after > 0,
             _ => false,

@@ -414,6 +414,11 @@ impl Driver for BwrapDriver {
         }
     }
 
+    async fn oom_kills(&self, runtime: &str) -> Option<u64> {
+        let runtime = parse(runtime)?;
+        self.cgroups.open(&runtime.id).ok()?.oom_kills()
+    }
+
     async fn usage(&self, runtime: &str) -> Usage {
         let Some(runtime) = parse(runtime) else {
             return Usage::default();

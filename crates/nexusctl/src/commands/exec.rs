@@ -10,7 +10,7 @@ use nexus_api::{ExecEvent, ExecRequest, ExitStatus, OutputEncoding};
 use nexus_client::Client;
 
 use crate::cli::{CommandArgs, ExecArgs, RunArgs};
-use crate::output::Output;
+use crate::output::{Output, write_raw};
 
 /// An exit code to leave the process with.
 #[derive(Debug)]
@@ -88,7 +88,7 @@ async fn stream(
                 if out.json {
                     collected.0.extend_from_slice(&bytes)
                 } else {
-                    write_all(&mut stdout, &bytes)?
+                    write_raw(&mut stdout, &bytes)?
                 }
             }
             ExecEvent::Stderr { data } => {
@@ -96,7 +96,7 @@ async fn stream(
                 if out.json {
                     collected.1.extend_from_slice(&bytes)
                 } else {
-                    write_all(&mut stderr, &bytes)?
+                    write_raw(&mut stderr, &bytes)?
                 }
             }
             ExecEvent::Exit(status) => {
@@ -118,13 +118,6 @@ async fn stream(
         }
     }
     anyhow::bail!("the daemon closed the stream before the command finished")
-}
-
-fn write_all(w: &mut impl Write, bytes: &[u8]) -> anyhow::Result<()> {
-    match w.write_all(bytes).and_then(|()| w.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
-    }
 }
 
 /// Says on stderr which limit bit, so it is seen where the user looks.
@@ -151,7 +144,9 @@ fn report_limits(status: &ExitStatus) {
     }
 }
 
-fn finish(status: &ExitStatus) -> anyhow::Result<()> {
+/// Ok for exit code 0; otherwise the code to leave with (128 + signal when a signal
+/// killed the process, as shells do).
+pub fn finish(status: &ExitStatus) -> anyhow::Result<()> {
     let code = match (status.exit_code, status.signal) {
         (Some(code), _) => u8::try_from(code & 0xff).unwrap_or(1),
         (None, Some(signal)) => u8::try_from((128 + signal) & 0xff).unwrap_or(1),

@@ -9,7 +9,7 @@ use nexus_api::{OutputLine, StartProcessRequest};
 use nexus_client::Client;
 
 use crate::cli::ProcessCommand;
-use crate::output::Output;
+use crate::output::{Output, write_raw};
 
 /// Runs one `process` subcommand.
 pub async fn run(client: &Client, command: ProcessCommand, out: Output) -> anyhow::Result<()> {
@@ -76,10 +76,10 @@ pub async fn run(client: &Client, command: ProcessCommand, out: Output) -> anyho
             while let Some(line) = lines.next().await {
                 match line? {
                     OutputLine::Stdout { data, .. } => {
-                        write_all(&mut std::io::stdout().lock(), &BASE64.decode(data)?)?
+                        write_raw(&mut std::io::stdout().lock(), &BASE64.decode(data)?)?
                     }
                     OutputLine::Stderr { data, .. } => {
-                        write_all(&mut std::io::stderr(), &BASE64.decode(data)?)?
+                        write_raw(&mut std::io::stderr(), &BASE64.decode(data)?)?
                     }
                     OutputLine::Skipped { stream, bytes, .. } => {
                         let _ = writeln!(
@@ -100,17 +100,7 @@ pub async fn run(client: &Client, command: ProcessCommand, out: Output) -> anyho
             if out.json {
                 out.json(&status)?;
             }
-            match (status.exit_code, status.signal) {
-                (Some(0), _) => Ok(()),
-                (Some(code), _) => {
-                    Err(super::exec::ExitWith(u8::try_from(code & 0xff).unwrap_or(1)).into())
-                }
-                (None, Some(signal)) => Err(super::exec::ExitWith(
-                    u8::try_from((128 + signal) & 0xff).unwrap_or(1),
-                )
-                .into()),
-                (None, None) => Err(super::exec::ExitWith(1).into()),
-            }
+            super::exec::finish(&status)
         }
         ProcessCommand::Kill {
             sandbox,
@@ -120,12 +110,5 @@ pub async fn run(client: &Client, command: ProcessCommand, out: Output) -> anyho
             .signal_process(&sandbox, process, signal)
             .await
             .map_err(Into::into),
-    }
-}
-
-fn write_all(w: &mut impl Write, bytes: &[u8]) -> anyhow::Result<()> {
-    match w.write_all(bytes).and_then(|()| w.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
     }
 }
