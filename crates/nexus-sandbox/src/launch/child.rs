@@ -177,9 +177,8 @@ impl Child<'_> {
         if unsafe { libc::setsid() } < 0 {
             self.fail(Stage::Session);
         }
-        let mut digits = [0u8; 12];
-        // SAFETY: see above.
-        let pid = format_pid(unsafe { libc::getpid() }, &mut digits);
+        // `0` names the writer itself; see `SandboxCgroup::self_join_paths`.
+        let pid = b"0";
         for path in self.procs {
             // SAFETY: see above.
             let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
@@ -291,21 +290,6 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
-/// Writes `pid` in decimal into `buffer`, returning the digits.
-fn format_pid(pid: libc::pid_t, buffer: &mut [u8; 12]) -> &[u8] {
-    let mut value = pid.unsigned_abs();
-    let mut start = buffer.len();
-    loop {
-        start -= 1;
-        buffer[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    &buffer[start..]
-}
-
 /// `None` when the pipe closed empty (exec succeeded), else the child's failure.
 fn read_report(pipe: &OwnedFd) -> Option<SpawnFailure> {
     let mut message = [0u8; 5];
@@ -343,13 +327,6 @@ mod tests {
 
     fn null() -> OwnedFd {
         std::fs::File::open("/dev/null").expect("open").into()
-    }
-
-    #[test]
-    fn pids_are_formatted_without_allocating() {
-        let mut buffer = [0u8; 12];
-        assert_eq!(format_pid(0, &mut buffer), b"0");
-        assert_eq!(format_pid(4_194_304, &mut buffer), b"4194304");
     }
 
     #[test]
