@@ -32,6 +32,8 @@ ensure_rust() {
     . "$HOME/.cargo/env"
 }
 
-# The system packages Nexus needs at run time, and to build.
-RUNTIME_PACKAGES=(bubblewrap ca-certificates)
+# The system packages Nexus needs at run time, and to build. btrfs-progs makes O(1)
+# workspace snapshots possible when the data directory is on btrfs, and lets the tests
+# make a loop-mounted btrfs image to cover that path.
+RUNTIME_PACKAGES=(bubblewrap btrfs-progs ca-certificates)
 BUILD_PACKAGES=(gcc libc6-dev pkg-config)

@@ -76,6 +76,20 @@ pub enum ProtoError {
         /// The agent's message.
         message: String,
     },
+    /// The negotiated protocol version does not have this operation (an older agent).
+    #[error("{op} needs protocol version {needed}, the agent speaks version {negotiated}")]
+    Unsupported {
+        /// The operation.
+        op: &'static str,
+        /// The version that introduced it.
+        needed: u16,
+        /// The version of this connection.
+        negotiated: u16,
+    },
+    /// The body stream of an upload (write, tar upload) failed; the agent was told to
+    /// abandon the operation.
+    #[error("reading the upload body failed")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The connection is gone (the agent closed it, or it broke earlier).
     #[error("agent connection closed")]
     Closed,

@@ -12,7 +12,8 @@ pub const HEADER_LEN: usize = 5;
 /// Largest value of the length field (type + channel + payload) either side accepts.
 pub const MAX_FRAME_LEN: usize = 1024 * 1024;
 
-/// Largest number of process-output or stdin bytes carried by one data frame.
+/// Largest number of data bytes (process output, stdin, file data, upload) carried by one
+/// data frame.
 pub const MAX_DATA_CHUNK: usize = 64 * 1024;
 
 /// The channel of connection-level frames (HELLO, WELCOME, ERROR).
@@ -39,9 +40,17 @@ pub enum FrameType {
     /// the channel like a request and is answered by one RESPONSE.
     Stdin = 0x08,
     /// Client → agent, `u32 BE bytes`: more output the agent may send on the channel.
+    /// (v2) Also agent → client on write and tar-upload channels: more UPLOAD bytes the
+    /// client may send.
     Credit = 0x09,
     /// Client → agent, empty: the client gives up the channel (stops an output stream).
     Cancel = 0x0a,
+    /// (v2) Agent → client, `u64 BE offset | bytes` of a file read or a tar download;
+    /// spends the channel's credit like STDOUT.
+    FileData = 0x0b,
+    /// (v2) Client → agent, `u64 BE offset | bytes` of a write or tar-upload body; spends
+    /// the credit the agent grants with CREDIT frames. No bytes = the end of the body.
+    Upload = 0x0c,
     /// Either way, channel 0, JSON [`crate::ConnectionError`]: a fatal error; the sender
     /// closes the connection after it.
     Error = 0x0f,
@@ -61,6 +70,8 @@ impl FrameType {
             0x08 => Self::Stdin,
             0x09 => Self::Credit,
             0x0a => Self::Cancel,
+            0x0b => Self::FileData,
+            0x0c => Self::Upload,
             0x0f => Self::Error,
             _ => return None,
         })
@@ -102,7 +113,8 @@ impl Frame {
         })
     }
 
-    /// A data frame (`Stdout`, `Stderr` or `Stdin`): a big-endian `u64` then the bytes.
+    /// A data frame (`Stdout`, `Stderr`, `Stdin`, `FileData`, `Upload`): a big-endian
+    /// `u64` then the bytes.
     pub fn data(kind: FrameType, channel: u32, head: u64, bytes: &[u8]) -> Self {
         let mut payload = BytesMut::with_capacity(8 + bytes.len());
         payload.put_u64(head);

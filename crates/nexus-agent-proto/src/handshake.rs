@@ -15,10 +15,13 @@ use crate::{
 };
 
 /// The newest protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The oldest protocol version this build speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
+
+/// The first version with the file API (`fs_*` operations, FILE_DATA and UPLOAD frames).
+pub const FS_PROTOCOL_VERSION: u16 = 2;
 
 /// The versions this build speaks.
 pub const SUPPORTED_VERSIONS: RangeInclusive<u16> = MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION;

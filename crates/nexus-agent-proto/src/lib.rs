@@ -7,9 +7,12 @@
 //! - [`frame`]: the wire unit, `u32 BE length | u8 type | u32 BE channel | payload`, and
 //!   its codec (size limit, unknown types rejected);
 //! - [`messages`]: the JSON messages and the values they carry;
+//! - [`fs`]: the messages of the file API (version 2) and their value types;
 //! - [`handshake`]: version negotiation, both halves;
 //! - [`AgentClient`]: the host side, many concurrent operations on one connection,
-//!   output streams with credit-based flow control ([`OutputStream`]).
+//!   output streams with credit-based flow control ([`OutputStream`]), file reads and tar
+//!   downloads ([`ByteStream`]), uploads with agent-granted credit, watches
+//!   ([`WatchStream`]).
 //!
 //! The agent's side of the operations lives in the `nexus-agent` crate, which uses the
 //! frame codec, the messages and [`handshake::accept_handshake`] from here.
@@ -17,14 +20,21 @@
 mod client;
 mod error;
 pub mod frame;
+pub mod fs;
+mod fs_stream;
 pub mod handshake;
 pub mod messages;
 mod stream;
 
-pub use client::{AgentClient, ClientOptions, DEFAULT_OUTPUT_WINDOW, ProcessHandle};
+pub use client::{
+    AgentClient, ClientOptions, DEFAULT_FILE_WINDOW, DEFAULT_OUTPUT_WINDOW, ProcessHandle,
+};
 pub use error::ProtoError;
 pub use frame::{CONTROL_CHANNEL, Frame, FrameCodec, FrameType, MAX_DATA_CHUNK, MAX_FRAME_LEN};
-pub use handshake::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, SUPPORTED_VERSIONS};
+pub use fs_stream::{ByteStream, WatchStream};
+pub use handshake::{
+    FS_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, SUPPORTED_VERSIONS,
+};
 pub use messages::{
     AgentInfo, Attach, ConnectionError, DEFAULT_MAX_OUTPUT_BYTES, ErrorCode, Event, ExecRequest,
     ExitInfo, Hello, MAGIC, OutputOffsets, Pong, ProcessId, ProcessInfo, ProcessState, Request,

@@ -6,6 +6,13 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fs::{
+    BatchOutput, BatchRequest, CopyRequest, FileReadInfo, FileStat, GlobRequest, GlobResult,
+    GrepRequest, GrepResult, ListRequest, ListResult, MkdirRequest, MoveRequest, Outcome,
+    ReadRequest, RemoveRequest, RemoveSummary, StatRequest, StatResult, TarDownloadRequest,
+    TarUploadRequest, TreeSummary, WatchEvent, WatchRequest, WriteRequest, WriteResult,
+};
+
 /// The default cap on a process's recorded output (stdout and stderr together), as in the
 /// deployment guide.
 pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 2_000_000;
@@ -279,6 +286,61 @@ pub enum Request {
         /// Grace period between SIGTERM and SIGKILL.
         grace_ms: u64,
     },
+    /// (v2) Read a file: [`Event::FsReadStart`], FILE_DATA frames (flow-controlled by
+    /// CREDIT), then [`Response::FsReadDone`].
+    FsRead(ReadRequest),
+    /// (v2) Write a file from UPLOAD frames. Answered by [`Response::FsWritten`].
+    FsWrite(WriteRequest),
+    /// (v2) Stat many paths. Answered by [`Response::FsStats`].
+    FsStat(StatRequest),
+    /// (v2) List a directory. Answered by [`Response::FsListed`].
+    FsList(ListRequest),
+    /// (v2) Make a directory. Answered by [`Response::FsStat`].
+    FsMkdir(MkdirRequest),
+    /// (v2) Rename. Answered by [`Response::FsStat`] of the destination.
+    FsMove(MoveRequest),
+    /// (v2) Remove. Answered by [`Response::FsRemoved`].
+    FsRemove(RemoveRequest),
+    /// (v2) Copy a file or tree. Answered by [`Response::FsTree`].
+    FsCopy(CopyRequest),
+    /// (v2) Several operations in order. Answered by [`Response::FsBatch`].
+    FsBatch(BatchRequest),
+    /// (v2) Find paths by glob. Answered by [`Response::FsGlobbed`].
+    FsGlob(GlobRequest),
+    /// (v2) Search file contents. Answered by [`Response::FsGrepped`].
+    FsGrep(GrepRequest),
+    /// (v2) A tar of a file or tree in FILE_DATA frames, then [`Response::FsTree`].
+    FsTarDownload(TarDownloadRequest),
+    /// (v2) Unpack a tar sent in UPLOAD frames. Answered by [`Response::FsTree`].
+    FsTarUpload(TarUploadRequest),
+    /// (v2) [`Event::FsWatching`], then [`Event::FsChange`]s until CANCEL.
+    FsWatch(WatchRequest),
+}
+
+impl Request {
+    /// The oldest protocol version that has this operation.
+    pub fn min_version(&self) -> u16 {
+        match self {
+            Self::Ping
+            | Self::Exec { .. }
+            | Self::Output { .. }
+            | Self::Wait { .. }
+            | Self::Signal { .. }
+            | Self::CloseStdin { .. }
+            | Self::List
+            | Self::Forget { .. }
+            | Self::TerminateAll { .. } => 1,
+            _ => 2,
+        }
+    }
+
+    /// The `op` tag, for messages.
+    pub fn op_name(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("op").and_then(|op| op.as_str()).map(str::to_owned))
+            .unwrap_or_default()
+    }
 }
 
 /// RESPONSE: the last message of a channel, tagged by `result`.
@@ -314,6 +376,38 @@ pub enum Response {
         /// What was done.
         report: TerminateReport,
     },
+    /// (v2) The end of a read: how many bytes were sent.
+    FsReadDone {
+        /// Data bytes sent.
+        bytes: u64,
+    },
+    /// (v2) To [`Request::FsWrite`].
+    FsWritten(WriteResult),
+    /// (v2) To [`Request::FsStat`]: one result per path, in order.
+    FsStats {
+        /// The results.
+        results: Vec<StatResult>,
+    },
+    /// (v2) To [`Request::FsList`].
+    FsListed(ListResult),
+    /// (v2) To [`Request::FsMkdir`] and [`Request::FsMove`].
+    FsStat {
+        /// The stat of the directory made, or of the destination.
+        stat: FileStat,
+    },
+    /// (v2) To [`Request::FsRemove`].
+    FsRemoved(RemoveSummary),
+    /// (v2) To [`Request::FsCopy`], and the end of a tar download or upload.
+    FsTree(TreeSummary),
+    /// (v2) To [`Request::FsBatch`]: one result per operation, in order.
+    FsBatch {
+        /// The results.
+        results: Vec<Outcome<BatchOutput>>,
+    },
+    /// (v2) To [`Request::FsGlob`].
+    FsGlobbed(GlobResult),
+    /// (v2) To [`Request::FsGrep`].
+    FsGrepped(GrepResult),
     /// The operation failed; the connection is still fine.
     Error {
         /// Stable code.
@@ -344,6 +438,18 @@ pub enum Event {
         /// How long it is.
         bytes: u64,
     },
+    /// (v2) A read opened its file; FILE_DATA frames follow.
+    FsReadStart(FileReadInfo),
+    /// (v2) A watch is in place; changes from now on are reported.
+    FsWatching {
+        /// The watched path, absolute.
+        path: String,
+    },
+    /// (v2) A watched change.
+    FsChange {
+        /// What changed.
+        change: WatchEvent,
+    },
 }
 
 /// Stable error codes of [`Response::Error`] and [`ConnectionError`].
@@ -370,6 +476,29 @@ pub enum ErrorCode {
     ProtocolError,
     /// Something failed inside the agent.
     Internal,
+    /// (v2) A path is empty, contains NUL, or names nothing usable (`..`, `/` to remove).
+    InvalidPath,
+    /// (v2) No such file or directory.
+    NotFound,
+    /// (v2) The path already exists.
+    Exists,
+    /// (v2) A directory was needed (a component, or the target).
+    NotADirectory,
+    /// (v2) A directory where a file was needed.
+    IsADirectory,
+    /// (v2) A directory is not empty.
+    NotEmpty,
+    /// (v2) The sandbox's permissions forbid it.
+    PermissionDenied,
+    /// (v2) The file system is read-only.
+    ReadOnly,
+    /// (v2) No space or quota left (ENOSPC, EDQUOT).
+    NoSpace,
+    /// (v2) Resolution met a `/proc` magic link (or a symlink loop); refused.
+    SymlinkRefused,
+    /// (v2) A batch item not run because an earlier one failed (`stop_on_error`), or an
+    /// upload the client abandoned.
+    Cancelled,
     /// A code this version does not know (sent by a newer peer).
     #[serde(other)]
     Unknown,

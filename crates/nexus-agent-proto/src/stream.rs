@@ -105,7 +105,7 @@ impl OutputStream {
                     offset,
                     bytes,
                 }),
-                Ok(Event::Started { .. }) => return None,
+                Ok(_) => return None,
                 Err(err) => Err(err),
             },
             FrameType::Response => {

@@ -1,5 +1,7 @@
-//! Micro benchmark of the agent over a Unix socket: ping round trips and `run(["true"])`
-//! round trips (spawn, stream, exit, forget). Prints percentiles; asserts nothing.
+//! Micro benchmark of the agent over a Unix socket: ping round trips, `run(["true"])`
+//! round trips (spawn, stream, exit, forget), 1 KiB file reads, and the throughput of a
+//! 1 GiB write and read (in `$NEXUS_BENCH_DIR` when set). Prints percentiles; asserts
+//! nothing.
 //!
 //! ```text
 //! cargo build -p nexus-agent --release --bin nexus-agent
@@ -14,6 +16,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use futures::StreamExt;
+use nexus_agent_proto::fs::WriteRequest;
 use nexus_agent_proto::{AgentClient, ExecRequest};
 use tokio::net::UnixStream;
 
@@ -117,7 +122,74 @@ async fn main() -> anyhow::Result<()> {
     }
     report("exec+wait", samples);
 
+    // Files go to $NEXUS_BENCH_DIR when set (a tmpfs measures the protocol, not the disk).
+    let files =
+        std::env::var_os("NEXUS_BENCH_DIR").map_or_else(|| dir.path().to_path_buf(), PathBuf::from);
+    file_bench(&client, &files, pings).await?;
+
     let _ = agent.kill();
     let _ = agent.wait();
+    Ok(())
+}
+
+/// 1 KiB reads (latency) and a 1 GiB write then read (throughput), in `dir`.
+#[expect(clippy::print_stdout, reason = "a benchmark's output is its result")]
+async fn file_bench(
+    client: &AgentClient,
+    dir: &std::path::Path,
+    reads: usize,
+) -> anyhow::Result<()> {
+    let small = dir.join("small").to_string_lossy().into_owned();
+    std::fs::write(&small, vec![7u8; 1024]).context("writing the small file")?;
+    let read_small = || async {
+        let (_, mut stream) = client.fs_read(&small, 0, None).await?;
+        let mut n = 0;
+        while let Some(chunk) = stream.next().await {
+            n += chunk?.len();
+        }
+        anyhow::ensure!(n == 1024, "read {n} bytes");
+        anyhow::Ok(())
+    };
+    for _ in 0..100 {
+        read_small().await?;
+    }
+    let mut samples = Vec::with_capacity(reads);
+    for _ in 0..reads {
+        let start = Instant::now();
+        read_small().await?;
+        samples.push(start.elapsed());
+    }
+    report("read 1KiB", samples);
+
+    const GIB: usize = 1024 * 1024 * 1024;
+    let chunk = Bytes::from(vec![0x5au8; 1024 * 1024]);
+    let body = futures::stream::iter(
+        (0..GIB / chunk.len()).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    );
+    let big = dir.join("big").to_string_lossy().into_owned();
+    let start = Instant::now();
+    client
+        .fs_write(WriteRequest::new(big.clone()), body)
+        .await?;
+    let elapsed = start.elapsed();
+    println!(
+        "write 1GiB   {:>9.1?}  {:.0} MiB/s",
+        elapsed,
+        1024.0 / elapsed.as_secs_f64()
+    );
+    let start = Instant::now();
+    let (_, mut stream) = client.fs_read(&big, 0, None).await?;
+    let mut n = 0usize;
+    while let Some(chunk) = stream.next().await {
+        n += chunk?.len();
+    }
+    let elapsed = start.elapsed();
+    anyhow::ensure!(n == GIB, "read back {n} bytes");
+    println!(
+        "read 1GiB    {:>9.1?}  {:.0} MiB/s",
+        elapsed,
+        1024.0 / elapsed.as_secs_f64()
+    );
+    std::fs::remove_file(&big).context("removing the big file")?;
     Ok(())
 }

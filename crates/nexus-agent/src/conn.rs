@@ -6,11 +6,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use nexus_agent_proto::handshake::accept_handshake;
 use nexus_agent_proto::{
-    CONTROL_CHANNEL, ConnectionError, ErrorCode, Frame, FrameCodec, FrameType, ProtoError, Request,
-    Response, SUPPORTED_VERSIONS,
+    CONTROL_CHANNEL, ConnectionError, ErrorCode, FS_PROTOCOL_VERSION, Frame, FrameCodec, FrameType,
+    ProtoError, Request, Response, SUPPORTED_VERSIONS,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -18,6 +19,7 @@ use tokio::task::AbortHandle;
 use tokio_util::codec::Framed;
 
 use crate::Agent;
+use crate::fs::transfer::{Body, UploadCredit};
 use crate::ops::{self, Credit};
 
 /// Most operations one connection may have open at once.
@@ -43,6 +45,9 @@ pub struct Channels {
 struct OpenChannel {
     task: AbortHandle,
     credit: Option<Arc<Credit>>,
+    /// For writes and tar uploads: where UPLOAD frames go. Dropping the sender (CANCEL,
+    /// closing) tells the operation the client gave up.
+    upload: Option<(Arc<UploadCredit>, mpsc::UnboundedSender<Bytes>)>,
 }
 
 impl Channels {
@@ -65,14 +70,15 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut framed = Framed::new(stream, FrameCodec::new());
-    let hello = match accept_handshake(&mut framed, SUPPORTED_VERSIONS, |v| agent.info(v)).await {
-        Ok((hello, _)) => hello,
-        Err(err) => {
-            tracing::warn!(peer, error = %err, "handshake failed");
-            return;
-        }
-    };
-    tracing::info!(peer, client = %hello.client, "client connected");
+    let (hello, version) =
+        match accept_handshake(&mut framed, SUPPORTED_VERSIONS, |v| agent.info(v)).await {
+            Ok((hello, info)) => (hello, info.protocol_version),
+            Err(err) => {
+                tracing::warn!(peer, error = %err, "handshake failed");
+                return;
+            }
+        };
+    tracing::info!(peer, client = %hello.client, version, "client connected");
 
     let (sink, mut source) = framed.split();
     let (tx, rx) = mpsc::channel(WRITE_QUEUE);
@@ -85,7 +91,7 @@ where
             Some(Err(err)) => break Some(err),
             None => break None,
         };
-        if let Err(err) = route(&agent, &channels, &tx, frame) {
+        if let Err(err) = route(&agent, &channels, &tx, version, frame) {
             break Some(err);
         }
     };
@@ -116,6 +122,7 @@ fn route(
     agent: &Arc<Agent>,
     channels: &Arc<Channels>,
     tx: &FrameSender,
+    version: u16,
     frame: Frame,
 ) -> Result<(), ProtoError> {
     let channel = frame.channel;
@@ -137,7 +144,7 @@ fn route(
                 reply_now(tx, channel, ErrorCode::Busy, message);
                 return Ok(());
             }
-            let (op, credit) = match parse_op(frame) {
+            let (op, credit, upload) = match parse_op(frame, version) {
                 Ok(parsed) => parsed,
                 Err(message) => {
                     drop(open);
@@ -160,8 +167,18 @@ fn route(
                 OpenChannel {
                     task: task.abort_handle(),
                     credit,
+                    upload,
                 },
             );
+        }
+        FrameType::Upload if version >= FS_PROTOCOL_VERSION => {
+            let (offset, bytes) = frame.split_data()?;
+            let open = channels.lock();
+            // Frames for a channel already answered (an early error) are dropped.
+            if let Some((credit, body)) = open.get(&channel).and_then(|c| c.upload.as_ref()) {
+                credit.spend(offset, bytes.len())?;
+                let _ = body.send(bytes);
+            }
         }
         FrameType::Credit => {
             let grant = frame.credit_grant()?;
@@ -190,8 +207,16 @@ fn route(
     Ok(())
 }
 
-/// Parses an operation frame; a malformed one is refused on its channel only.
-fn parse_op(frame: Frame) -> Result<(ops::Op, Option<Arc<Credit>>), String> {
+/// What a parsed operation frame opens.
+type Parsed = (
+    ops::Op,
+    Option<Arc<Credit>>,
+    Option<(Arc<UploadCredit>, mpsc::UnboundedSender<Bytes>)>,
+);
+
+/// Parses an operation frame; a malformed one, or one the connection's protocol
+/// `version` does not have, is refused on its channel only.
+fn parse_op(frame: Frame, version: u16) -> Result<Parsed, String> {
     if frame.kind == FrameType::Stdin {
         let (id, bytes) = frame.split_data().map_err(|e| e.to_string())?;
         return Ok((
@@ -200,24 +225,45 @@ fn parse_op(frame: Frame) -> Result<(ops::Op, Option<Arc<Credit>>), String> {
                 bytes,
             },
             None,
+            None,
         ));
     }
     let request: Request = frame.parse().map_err(|e| {
         let cause = std::error::Error::source(&e).map(ToString::to_string);
         format!("{e}: {}", cause.unwrap_or_default())
     })?;
+    if request.min_version() > version {
+        return Err(format!(
+            "operation {} needs protocol version {}, this connection speaks {version}",
+            request.op_name(),
+            request.min_version()
+        ));
+    }
     let credit = match &request {
         Request::Output { credit, .. } => Some(*credit),
         Request::Exec {
             attach: Some(attach),
             ..
         } => Some(attach.credit),
+        Request::FsRead(read) => Some(read.credit),
+        Request::FsTarDownload(download) => Some(download.credit),
         _ => None,
     };
-    Ok((
-        ops::Op::Request(request),
-        credit.map(|c| Arc::new(Credit::new(c))),
-    ))
+    let credit = credit.map(|c| Arc::new(Credit::new(c)));
+    if matches!(request, Request::FsWrite(_) | Request::FsTarUpload(_)) {
+        let upload = Arc::new(UploadCredit::new());
+        let (body_tx, rx) = mpsc::unbounded_channel();
+        let body = Body {
+            rx,
+            credit: Arc::clone(&upload),
+        };
+        return Ok((
+            ops::Op::Upload(request, body),
+            None,
+            Some((upload, body_tx)),
+        ));
+    }
+    Ok((ops::Op::Request(request), credit, None))
 }
 
 /// Answers a refused operation without opening its channel.

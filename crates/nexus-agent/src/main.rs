@@ -10,6 +10,7 @@
 
 mod args;
 mod conn;
+mod fs;
 mod init;
 mod listen;
 mod log;

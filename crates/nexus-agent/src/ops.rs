@@ -28,6 +28,8 @@ const MAX_CREDIT: u64 = 1 << 30;
 pub enum Op {
     /// A JSON request.
     Request(Request),
+    /// A write or tar upload: the request and its body.
+    Upload(Request, crate::fs::transfer::Body),
     /// A STDIN frame.
     WriteStdin {
         /// Which process.
@@ -71,7 +73,19 @@ impl Credit {
         usize::try_from(*self.lock()).unwrap_or(usize::MAX)
     }
 
-    fn spend(&self, bytes: usize) {
+    /// Waits until some credit is available; returns how much.
+    pub async fn wait_available(&self) -> usize {
+        loop {
+            let available = self.available();
+            if available > 0 {
+                return available;
+            }
+            self.granted.notified().await;
+        }
+    }
+
+    /// Takes `bytes` of credit (sent data).
+    pub fn spend(&self, bytes: usize) {
         let mut available = self.lock();
         *available = available.saturating_sub(bytes as u64);
     }
@@ -109,6 +123,9 @@ async fn execute(
     let table = &agent.table;
     let request = match op {
         Op::Request(request) => request,
+        Op::Upload(request, body) => {
+            return crate::fs::execute(agent, tx, channel, request, None, Some(body)).await;
+        }
         Op::WriteStdin { id, bytes } => return write_stdin(&*table.get(id)?, &bytes).await,
     };
     Ok(match request {
@@ -189,6 +206,7 @@ async fn execute(
                 .map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()))?;
             Response::Terminated { report }
         }
+        request => return crate::fs::execute(agent, tx, channel, request, credit, None).await,
     })
 }
 

@@ -60,8 +60,31 @@ pub enum ErrorCode {
     ProcessNotFound,
     /// 409: the process is not in a state that allows this (e.g. stdin already closed).
     ProcessStateConflict,
+    /// 409: the sandbox is paused; resume it first.
+    SandboxPaused,
     /// 422: the requested driver or image cannot work on this host; `nexusctl doctor` says why.
     DriverUnavailable,
+    /// 422: the sandbox's driver cannot do this here (e.g. pause without a freezer cgroup).
+    OperationUnsupported,
+    /// 400: a path is empty, contains NUL, or is refused (it escapes through a magic link).
+    InvalidPath,
+    /// 404: no file or directory at this path inside the sandbox.
+    FileNotFound,
+    /// 409: the path's current state does not allow this (it exists, is a directory,
+    /// is not empty, is not a directory).
+    FileConflict,
+    /// 403: the sandbox's user may not do this there (permissions, read-only filesystem).
+    FilePermissionDenied,
+    /// 507: the disk or the quota is full; the file kept its previous content.
+    InsufficientStorage,
+    /// 404: no workspace has this id or name.
+    WorkspaceNotFound,
+    /// 409: another workspace has this name.
+    WorkspaceNameTaken,
+    /// 409: the workspace is in use by sandboxes that do not allow this; the message lists them.
+    WorkspaceInUse,
+    /// 404: the workspace has no snapshot with this id or name.
+    SnapshotNotFound,
     /// 405: the route exists but not with this method.
     MethodNotAllowed,
     /// 413: the body is larger than the route accepts.
@@ -88,7 +111,18 @@ impl ErrorCode {
             Self::SandboxNotRunning => "sandbox_not_running",
             Self::SandboxNameTaken => "sandbox_name_taken",
             Self::SandboxStateConflict => "sandbox_state_conflict",
+            Self::SandboxPaused => "sandbox_paused",
             Self::DriverUnavailable => "driver_unavailable",
+            Self::OperationUnsupported => "operation_unsupported",
+            Self::InvalidPath => "invalid_path",
+            Self::FileNotFound => "file_not_found",
+            Self::FileConflict => "file_conflict",
+            Self::FilePermissionDenied => "file_permission_denied",
+            Self::InsufficientStorage => "insufficient_storage",
+            Self::WorkspaceNotFound => "workspace_not_found",
+            Self::WorkspaceNameTaken => "workspace_name_taken",
+            Self::WorkspaceInUse => "workspace_in_use",
+            Self::SnapshotNotFound => "snapshot_not_found",
             Self::ProcessNotFound => "process_not_found",
             Self::ProcessStateConflict => "process_state_conflict",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -103,12 +137,24 @@ impl ErrorCode {
     /// The HTTP status this code is always returned with.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::InvalidRequest | Self::InvalidJson => 400,
+            Self::InvalidRequest | Self::InvalidJson | Self::InvalidPath => 400,
             Self::Unauthorized => 401,
-            Self::NotFound | Self::SandboxNotFound | Self::ProcessNotFound => 404,
-            Self::ProcessStateConflict => 409,
-            Self::SandboxNotRunning | Self::SandboxNameTaken | Self::SandboxStateConflict => 409,
-            Self::DriverUnavailable => 422,
+            Self::FilePermissionDenied => 403,
+            Self::NotFound
+            | Self::SandboxNotFound
+            | Self::ProcessNotFound
+            | Self::FileNotFound
+            | Self::WorkspaceNotFound
+            | Self::SnapshotNotFound => 404,
+            Self::ProcessStateConflict | Self::FileConflict => 409,
+            Self::SandboxNotRunning
+            | Self::SandboxNameTaken
+            | Self::SandboxStateConflict
+            | Self::SandboxPaused
+            | Self::WorkspaceNameTaken
+            | Self::WorkspaceInUse => 409,
+            Self::DriverUnavailable | Self::OperationUnsupported => 422,
+            Self::InsufficientStorage => 507,
             Self::MethodNotAllowed => 405,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,

@@ -157,6 +157,24 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/sandboxes/{id}/pause`.
+    pub async fn pause_sandbox(&self, id: &str) -> Result<SandboxInfo, ClientError> {
+        self.call(
+            self.http
+                .post(self.url(&format!("/v1/sandboxes/{}/pause", segment(id)))),
+        )
+        .await
+    }
+
+    /// `POST /v1/sandboxes/{id}/resume`.
+    pub async fn resume_sandbox(&self, id: &str) -> Result<SandboxInfo, ClientError> {
+        self.call(
+            self.http
+                .post(self.url(&format!("/v1/sandboxes/{}/resume", segment(id)))),
+        )
+        .await
+    }
+
     /// `DELETE /v1/sandboxes/{id}`.
     pub async fn delete_sandbox(&self, id: &str, force: bool) -> Result<(), ClientError> {
         let url = self.url(&format!("/v1/sandboxes/{}?force={force}", segment(id)));

@@ -110,6 +110,24 @@ pub enum DriverError {
         /// What went wrong.
         reason: String,
     },
+    /// The driver cannot do this on this host.
+    #[error("the {driver} driver cannot {what}: {reason}")]
+    Unsupported {
+        /// The driver.
+        driver: DriverKind,
+        /// What was asked, as a verb phrase (`pause sandboxes`).
+        what: String,
+        /// Why not, and what would make it possible.
+        reason: String,
+    },
+    /// An operation on a started sandbox failed; it was undone where it could be.
+    #[error("cannot {what}: {reason}")]
+    Failed {
+        /// What was asked, as a verb phrase (`pause sandbox web`).
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Cleaning up failed; the message says what was left.
     #[error("cannot clean up sandbox: {reason}")]
     Cleanup {
@@ -148,6 +166,22 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// drivers that can read just this counter should.
     async fn oom_kills(&self, runtime: &str) -> Option<u64> {
         self.usage(runtime).await.oom_kills
+    }
+
+    /// Freezes (`paused`) or thaws every process of a started sandbox, in constant time
+    /// whatever its memory size. Returns once the change is complete.
+    async fn set_paused(
+        &self,
+        sandbox: &Sandbox,
+        runtime: &str,
+        paused: bool,
+    ) -> Result<(), DriverError> {
+        let _ = (sandbox, runtime, paused);
+        Err(DriverError::Unsupported {
+            driver: self.kind(),
+            what: "pause sandboxes".into(),
+            reason: "it has no freezer".into(),
+        })
     }
 
     /// Ends every process of the sandbox (SIGKILL after `grace`) and releases what its

@@ -10,6 +10,7 @@ pub mod paths;
 pub mod sandbox;
 pub mod service;
 pub mod store;
+pub mod workspace;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -18,3 +19,6 @@ pub use clock::{Clock, SystemClock, Timestamp};
 pub use driver::{AgentStream, Driver, DriverError, Isolation, LimitEnforcement, Started, Usage};
 pub use sandbox::{DriverKind, Limits, Sandbox, SandboxId, SandboxName, SandboxSpec, SandboxState};
 pub use store::{DatabaseInfo, RuntimeUpdate, Store, StoreError, Transition};
+pub use workspace::{
+    Snapshot, SnapshotId, SnapshotName, Workspace, WorkspaceId, WorkspaceMount, WorkspaceName,
+};

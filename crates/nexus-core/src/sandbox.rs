@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::clock::Timestamp;
+use crate::workspace::{WorkspaceId, WorkspaceMount};
 
 /// A sandbox's stable id, e.g. `sb-3f9a1c0e5b7d2a64`. Generated, never reused.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -91,8 +92,9 @@ impl fmt::Display for SandboxName {
 ///
 /// ```text
 /// created → starting → running → stopping → stopped
-///              │          │          │         │
-///              └──────────┴──────────┴→ crashed ┘ (start again from stopped or crashed)
+///              │        ↑   ↓        ↑   │         │
+///              │        paused ──────┘   │         │
+///              └──────────┴─────────────┴→ crashed ┘ (start again from stopped or crashed)
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SandboxState {
@@ -102,6 +104,8 @@ pub enum SandboxState {
     Starting,
     /// Its agent answers; commands can run.
     Running,
+    /// Every process is frozen (freezer cgroup); nothing runs until it is resumed.
+    Paused,
     /// Its processes are being terminated.
     Stopping,
     /// Nothing runs; the workspace is kept.
@@ -112,10 +116,11 @@ pub enum SandboxState {
 
 impl SandboxState {
     /// Every state, in lifecycle order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Created,
         Self::Starting,
         Self::Running,
+        Self::Paused,
         Self::Stopping,
         Self::Stopped,
         Self::Crashed,
@@ -128,9 +133,11 @@ impl SandboxState {
             (self, next),
             (Created | Stopped | Crashed, Starting)
                 | (Starting, Running)
-                | (Starting | Running, Stopping)
+                | (Running, Paused)
+                | (Paused, Running)
+                | (Starting | Running | Paused, Stopping)
                 | (Stopping, Stopped)
-                | (Starting | Running | Stopping, Crashed)
+                | (Starting | Running | Paused | Stopping, Crashed)
         )
     }
 
@@ -140,6 +147,7 @@ impl SandboxState {
             Self::Created => "created",
             Self::Starting => "starting",
             Self::Running => "running",
+            Self::Paused => "paused",
             Self::Stopping => "stopping",
             Self::Stopped => "stopped",
             Self::Crashed => "crashed",
@@ -256,6 +264,11 @@ pub struct SandboxSpec {
     pub limits: Limits,
     /// Seconds after start when the sandbox is stopped; `None` for never.
     pub ttl_seconds: Option<u64>,
+    /// The workspace mounted read-write at `/workspace`. `None` only for sandboxes
+    /// recorded before workspaces existed, which keep their private directory.
+    pub workspace: Option<WorkspaceId>,
+    /// Further workspaces mounted elsewhere, in order.
+    pub mounts: Vec<WorkspaceMount>,
 }
 
 /// A sandbox as stored: its spec, where it is in life, and what the driver needs to
@@ -317,6 +330,10 @@ mod tests {
             (Starting, Running),
             (Starting, Stopping),
             (Running, Stopping),
+            (Running, Paused),
+            (Paused, Running),
+            (Paused, Stopping),
+            (Paused, Crashed),
             (Stopping, Stopped),
             (Starting, Crashed),
             (Running, Crashed),

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use crate::clock::Timestamp;
 use crate::sandbox::{Sandbox, SandboxId, SandboxName, SandboxState};
+use crate::workspace::{Snapshot, SnapshotId, SnapshotName, Workspace, WorkspaceId, WorkspaceName};
 
 /// What a store reports about itself, for health checks and `nexusctl status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +103,59 @@ pub enum StoreError {
         /// The state asked for.
         to: SandboxState,
     },
+    /// Another workspace already has this name.
+    #[error("a workspace named {name:?} already exists; choose another name or delete that one")]
+    WorkspaceNameTaken {
+        /// The name asked for.
+        name: String,
+    },
+    /// The workspace already has a snapshot of this name.
+    #[error(
+        "workspace {workspace} already has a snapshot named {name:?}; choose another name or delete that snapshot"
+    )]
+    SnapshotNameTaken {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// The name asked for.
+        name: String,
+    },
+    /// A workspace named by a change (or by a sandbox being recorded) is not recorded.
+    #[error("workspace {id} does not exist")]
+    WorkspaceNotFound {
+        /// The workspace.
+        id: WorkspaceId,
+    },
+    /// A generation change lost a race: the workspace's tree was replaced meanwhile.
+    #[error("workspace {id} is at generation {found}, not {expected}")]
+    GenerationChanged {
+        /// The workspace.
+        id: WorkspaceId,
+        /// The generation the change expected.
+        expected: u64,
+        /// The generation found.
+        found: u64,
+    },
+    /// Generations only grow (a bug in the caller).
+    #[error("workspace {id} cannot go from generation {from} to {to}: generations only grow")]
+    IllegalGeneration {
+        /// The workspace.
+        id: WorkspaceId,
+        /// Its generation.
+        from: u64,
+        /// The generation asked for.
+        to: u64,
+    },
+    /// A workspace cannot be deleted while sandboxes mount it.
+    #[error(
+        "workspace {id} is used by sandbox(es) {}; delete them first",
+        join_ids(.sandboxes)
+    )]
+    WorkspaceInUse {
+        /// The workspace.
+        id: WorkspaceId,
+        /// Every sandbox that mounts it, as `/workspace` or elsewhere, oldest first.
+        sandboxes: Vec<SandboxId>,
+    },
     /// The backend failed.
     #[error("database error")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -118,7 +172,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Facts about the database: location, schema version, size.
     async fn info(&self) -> Result<DatabaseInfo, StoreError>;
 
-    /// Records a new sandbox. Fails with [`StoreError::NameTaken`] when its name is in use.
+    /// Records a new sandbox. Fails with [`StoreError::NameTaken`] when its name is in use,
+    /// and with [`StoreError::WorkspaceNotFound`] when its workspace or one of its mounts'
+    /// is not recorded.
     async fn insert_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError>;
 
     /// The sandbox with this id, if any.
@@ -137,6 +193,84 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Removes a sandbox's record; `false` when there was none.
     async fn delete_sandbox(&self, id: &SandboxId) -> Result<bool, StoreError>;
+
+    /// Records a new workspace. Fails with [`StoreError::WorkspaceNameTaken`] when its
+    /// name is in use.
+    async fn insert_workspace(&self, workspace: &Workspace) -> Result<(), StoreError>;
+
+    /// The workspace with this id, if any.
+    async fn workspace(&self, id: &WorkspaceId) -> Result<Option<Workspace>, StoreError>;
+
+    /// The workspace with this name, if any.
+    async fn workspace_by_name(
+        &self,
+        name: &WorkspaceName,
+    ) -> Result<Option<Workspace>, StoreError>;
+
+    /// Every workspace, oldest first.
+    async fn list_workspaces(&self) -> Result<Vec<Workspace>, StoreError>;
+
+    /// Moves a workspace to a new tree generation, atomically: fails with
+    /// [`StoreError::GenerationChanged`] when it is no longer at `expected`, and with
+    /// [`StoreError::IllegalGeneration`] unless `new > expected`. Returns the workspace as
+    /// stored afterwards.
+    async fn set_workspace_generation(
+        &self,
+        id: &WorkspaceId,
+        expected: u64,
+        new: u64,
+        at: Timestamp,
+    ) -> Result<Workspace, StoreError>;
+
+    /// Sets (or, with `None`, removes) a workspace's quota. Returns the workspace as
+    /// stored afterwards.
+    async fn set_workspace_quota(
+        &self,
+        id: &WorkspaceId,
+        quota_mib: Option<u64>,
+        at: Timestamp,
+    ) -> Result<Workspace, StoreError>;
+
+    /// Clears a workspace's owner, so that deleting the sandbox it was made for keeps it.
+    /// Returns the workspace as stored afterwards.
+    async fn disown_workspace(
+        &self,
+        id: &WorkspaceId,
+        at: Timestamp,
+    ) -> Result<Workspace, StoreError>;
+
+    /// Removes a workspace's record and those of its snapshots; `false` when there was
+    /// none. Fails with [`StoreError::WorkspaceInUse`] while any sandbox record mounts it,
+    /// as its `/workspace` or elsewhere.
+    async fn delete_workspace(&self, id: &WorkspaceId) -> Result<bool, StoreError>;
+
+    /// Records a new snapshot. Fails with [`StoreError::WorkspaceNotFound`] when its
+    /// workspace is not recorded, and with [`StoreError::SnapshotNameTaken`] when the
+    /// workspace already has a snapshot of that name.
+    async fn insert_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError>;
+
+    /// The snapshot with this id, if any.
+    async fn snapshot(&self, id: &SnapshotId) -> Result<Option<Snapshot>, StoreError>;
+
+    /// The snapshot of `workspace` with this name, if any.
+    async fn snapshot_by_name(
+        &self,
+        workspace: &WorkspaceId,
+        name: &SnapshotName,
+    ) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Every snapshot of a workspace, oldest first.
+    async fn snapshots_of(&self, workspace: &WorkspaceId) -> Result<Vec<Snapshot>, StoreError>;
+
+    /// Removes a snapshot's record; `false` when there was none.
+    async fn delete_snapshot(&self, id: &SnapshotId) -> Result<bool, StoreError>;
+
+    /// Every sandbox that mounts a workspace, oldest first, once each, with whether it may
+    /// only read it (`false` when it has the workspace read-write anywhere).
+    async fn sandboxes_using(
+        &self,
+        workspace: &WorkspaceId,
+    ) -> Result<Vec<(SandboxId, bool)>, StoreError>;
 }
 
 /// A state change of one sandbox, applied only if it is still in `from` and the state
@@ -203,4 +337,39 @@ impl Transition {
         }
         Ok(())
     }
+}
+
+/// Checks a generation change against a workspace as read from a store and applies it.
+/// Every store implementation goes through this, so they agree.
+pub fn apply_generation(
+    workspace: &mut Workspace,
+    expected: u64,
+    new: u64,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    if workspace.generation != expected {
+        return Err(StoreError::GenerationChanged {
+            id: workspace.id.clone(),
+            expected,
+            found: workspace.generation,
+        });
+    }
+    if new <= expected {
+        return Err(StoreError::IllegalGeneration {
+            id: workspace.id.clone(),
+            from: expected,
+            to: new,
+        });
+    }
+    workspace.generation = new;
+    workspace.updated_at = at;
+    Ok(())
+}
+
+/// `a, b, c` of a list of sandbox ids, for error messages.
+fn join_ids(ids: &[SandboxId]) -> String {
+    ids.iter()
+        .map(SandboxId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

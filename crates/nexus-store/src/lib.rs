@@ -6,14 +6,17 @@
 //!
 //! This is the only crate of Nexus that knows SQL.
 
+mod codec;
 mod error;
 mod lock;
 mod migrations;
 mod open;
 mod sandboxes;
+mod snapshots;
 mod sqlite;
 #[cfg(test)]
 mod test_support;
+mod workspaces;
 
 pub use migrations::{MIGRATIONS, Migration};
 pub use sqlite::SqliteStore;

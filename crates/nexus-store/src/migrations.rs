@@ -41,6 +41,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sandboxes",
         sql: include_str!("../migrations/0002_sandboxes.sql"),
     },
+    Migration {
+        version: 3,
+        name: "paused",
+        sql: include_str!("../migrations/0003_paused.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "workspaces",
+        sql: include_str!("../migrations/0004_workspaces.sql"),
+    },
 ];
 
 /// The highest version a list of migrations reaches.

@@ -1,23 +1,41 @@
 //! Rows of the `sandboxes` table and the queries over them.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use nexus_core::{
     DriverKind, Limits, Sandbox, SandboxId, SandboxName, SandboxSpec, SandboxState, StoreError,
-    Timestamp, Transition,
+    Timestamp, Transition, WorkspaceId,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
-use crate::error::{SqliteError, sql};
+use crate::codec::{
+    corrupt, from_json, mounts_from_json, mounts_to_json, opt_u64, to_i64, to_json,
+};
+use crate::error::sql;
+use crate::workspaces;
 
 const COLUMNS: &str = "id, name, image, driver, state, crash_reason, env, labels, memory_mib, \
-                       cpus, pids, tmp_mib, ttl_seconds, created_at, updated_at, started_at, runtime";
+                       cpus, pids, tmp_mib, ttl_seconds, created_at, updated_at, started_at, runtime, \
+                       workspace_id, mounts";
 
-/// Inserts a new sandbox; a taken name is [`StoreError::NameTaken`].
-pub(crate) fn insert(conn: &Connection, path: &Path, s: &Sandbox) -> Result<(), StoreError> {
-    let result = conn.execute(
-        &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
+/// Inserts a new sandbox in one transaction; a taken name is [`StoreError::NameTaken`], a
+/// workspace (its own or a mount's) that is not recorded [`StoreError::WorkspaceNotFound`].
+pub(crate) fn insert(conn: &mut Connection, path: &Path, s: &Sandbox) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql("begin a transaction on", path))?;
+    let used = s
+        .spec
+        .workspace
+        .iter()
+        .chain(s.spec.mounts.iter().map(|m| &m.workspace));
+    for id in used {
+        if !workspaces::exists(&tx, path, id)? {
+            return Err(StoreError::WorkspaceNotFound { id: id.clone() });
+        }
+    }
+    let result = tx.execute(
+        &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"),
         params![
             s.id.as_str(),
             s.spec.name.as_str(),
@@ -36,10 +54,12 @@ pub(crate) fn insert(conn: &Connection, path: &Path, s: &Sandbox) -> Result<(), 
             s.updated_at.0,
             s.started_at.map(|t| t.0),
             s.runtime,
+            s.spec.workspace.as_ref().map(WorkspaceId::as_str),
+            mounts_to_json(&s.spec.mounts),
         ],
     );
     match result {
-        Ok(_) => Ok(()),
+        Ok(_) => tx.commit().map_err(sql("commit a new sandbox to", path)),
         Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
             if e.code == rusqlite::ErrorCode::ConstraintViolation
                 && msg.contains("sandboxes.name") =>
@@ -151,6 +171,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<Sandbox, String>> {
     let state: String = row.get(4)?;
     let env: String = row.get(6)?;
     let labels: String = row.get(7)?;
+    let workspace: Option<String> = row.get(17)?;
+    let mounts: String = row.get(18)?;
     let decoded = (|| {
         Ok(Sandbox {
             id: SandboxId::parse(&id).ok_or_else(|| format!("bad sandbox id {id:?}"))?,
@@ -168,6 +190,13 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<Sandbox, String>> {
                     tmp_mib: opt_u64(row, 11)?,
                 },
                 ttl_seconds: opt_u64(row, 12)?,
+                workspace: workspace
+                    .map(|w| {
+                        WorkspaceId::parse(&w)
+                            .ok_or_else(|| format!("bad workspace id {w:?} of {id}"))
+                    })
+                    .transpose()?,
+                mounts: mounts_from_json(&mounts)?,
             },
             state: SandboxState::parse(&state)
                 .ok_or_else(|| format!("unknown state {state:?} of {id}"))?,
@@ -184,35 +213,9 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<Sandbox, String>> {
     Ok(decoded)
 }
 
-fn opt_u64(row: &Row<'_>, index: usize) -> Result<Option<u64>, String> {
-    let value: Option<i64> = row.get(index).map_err(|e| e.to_string())?;
-    value
-        .map(|v| u64::try_from(v).map_err(|_| format!("negative value {v} in column {index}")))
-        .transpose()
-}
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn to_json(map: &BTreeMap<String, String>) -> String {
-    serde_json::to_string(map).expect("a map of strings always serializes")
-}
-
-fn from_json(text: &str) -> Result<BTreeMap<String, String>, String> {
-    serde_json::from_str(text).map_err(|e| format!("bad JSON map {text:?}: {e}"))
-}
-
-fn corrupt(path: &Path, detail: String) -> StoreError {
-    SqliteError::Corrupt {
-        path: path.to_path_buf(),
-        detail,
-    }
-    .into()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     use nexus_core::{RuntimeUpdate, Store};
@@ -237,6 +240,8 @@ mod tests {
                     tmp_mib: None,
                 },
                 ttl_seconds: Some(60),
+                workspace: None,
+                mounts: Vec::new(),
             },
             state: SandboxState::Created,
             crash_reason: None,
@@ -376,7 +381,10 @@ mod tests {
                 .expect("mark");
         }
         let store = SqliteStore::open(&path).expect("upgrade");
-        assert_eq!(store.info().await.expect("info").schema_version, 2);
+        assert_eq!(
+            store.info().await.expect("info").schema_version as usize,
+            crate::MIGRATIONS.len()
+        );
         let conn = crate::test_support::raw(&path);
         let mark: String = conn
             .query_row("SELECT value FROM meta WHERE key = 'mark'", [], |r| {
@@ -388,5 +396,41 @@ mod tests {
             .insert_sandbox(&sandbox("after-upgrade"))
             .await
             .expect("the new table works");
+    }
+
+    /// Sandboxes recorded before workspaces existed keep their private directory: they
+    /// come back with no workspace and no mounts, every other field intact.
+    #[tokio::test]
+    async fn a_version_3_sandbox_upgrades_without_a_workspace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = db_in(&dir);
+        let mut old = sandbox("old-one");
+        old.state = SandboxState::Paused;
+        old.runtime = Some("{\"pid\":7}".into());
+        drop(SqliteStore::open_with_migrations(&path, &crate::MIGRATIONS[..3]).expect("v3"));
+        crate::test_support::raw(&path)
+            .execute(
+                "INSERT INTO sandboxes (id, name, image, driver, state, crash_reason, env, labels,
+                     memory_mib, cpus, pids, tmp_mib, ttl_seconds, created_at, updated_at,
+                     started_at, runtime)
+                 VALUES (?1, ?2, 'host', 'bwrap', 'paused', NULL, '{\"A\":\"1\"}',
+                     '{\"team\":\"x\"}', 256, 0.5, 64, NULL, 60, 1000, 1000, NULL, ?3)",
+                params![old.id.as_str(), old.spec.name.as_str(), old.runtime],
+            )
+            .expect("a version-3 row");
+
+        let store = SqliteStore::open(&path).expect("upgrade");
+        assert_eq!(crate::test_support::version(&path), 4);
+        let found = store.sandbox(&old.id).await.expect("get").expect("kept");
+        assert_eq!(found.spec.workspace, None);
+        assert_eq!(found.spec.mounts, vec![]);
+        assert_eq!(found, old);
+        assert_eq!(
+            store
+                .sandboxes_using(&WorkspaceId::generate())
+                .await
+                .expect("users"),
+            vec![]
+        );
     }
 }

@@ -5,13 +5,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use nexus_core::{DatabaseInfo, Sandbox, SandboxId, SandboxName, Store, StoreError, Transition};
+use nexus_core::{
+    DatabaseInfo, Sandbox, SandboxId, SandboxName, Snapshot, SnapshotId, SnapshotName, Store,
+    StoreError, Timestamp, Transition, Workspace, WorkspaceId, WorkspaceName,
+};
 use rusqlite::Connection;
 
 use crate::error::{SqliteError, io, sql};
 use crate::lock::DbLock;
 use crate::migrations::read_version;
-use crate::sandboxes;
+use crate::{sandboxes, snapshots, workspaces};
 
 /// The state database of one node, in a SQLite file.
 ///
@@ -146,6 +149,118 @@ impl Store for SqliteStore {
         self.with_connection(move |conn, path| sandboxes::delete(conn, path, &id))
             .await
     }
+
+    async fn insert_workspace(&self, workspace: &Workspace) -> Result<(), StoreError> {
+        let workspace = workspace.clone();
+        self.with_connection(move |conn, path| workspaces::insert(conn, path, &workspace))
+            .await
+    }
+
+    async fn workspace(&self, id: &WorkspaceId) -> Result<Option<Workspace>, StoreError> {
+        let id = id.clone();
+        self.with_connection(move |conn, path| workspaces::by_id(conn, path, &id))
+            .await
+    }
+
+    async fn workspace_by_name(
+        &self,
+        name: &WorkspaceName,
+    ) -> Result<Option<Workspace>, StoreError> {
+        let name = name.clone();
+        self.with_connection(move |conn, path| workspaces::by_name(conn, path, &name))
+            .await
+    }
+
+    async fn list_workspaces(&self) -> Result<Vec<Workspace>, StoreError> {
+        self.with_connection(|conn, path| workspaces::list(conn, path))
+            .await
+    }
+
+    async fn set_workspace_generation(
+        &self,
+        id: &WorkspaceId,
+        expected: u64,
+        new: u64,
+        at: Timestamp,
+    ) -> Result<Workspace, StoreError> {
+        let id = id.clone();
+        self.with_connection(move |conn, path| {
+            workspaces::set_generation(conn, path, &id, expected, new, at)
+        })
+        .await
+    }
+
+    async fn set_workspace_quota(
+        &self,
+        id: &WorkspaceId,
+        quota_mib: Option<u64>,
+        at: Timestamp,
+    ) -> Result<Workspace, StoreError> {
+        let id = id.clone();
+        self.with_connection(move |conn, path| {
+            workspaces::set_quota(conn, path, &id, quota_mib, at)
+        })
+        .await
+    }
+
+    async fn disown_workspace(
+        &self,
+        id: &WorkspaceId,
+        at: Timestamp,
+    ) -> Result<Workspace, StoreError> {
+        let id = id.clone();
+        self.with_connection(move |conn, path| workspaces::disown(conn, path, &id, at))
+            .await
+    }
+
+    async fn delete_workspace(&self, id: &WorkspaceId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.with_connection(move |conn, path| workspaces::delete(conn, path, &id))
+            .await
+    }
+
+    async fn insert_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let snapshot = snapshot.clone();
+        self.with_connection(move |conn, path| snapshots::insert(conn, path, &snapshot))
+            .await
+    }
+
+    async fn snapshot(&self, id: &SnapshotId) -> Result<Option<Snapshot>, StoreError> {
+        let id = id.clone();
+        self.with_connection(move |conn, path| snapshots::by_id(conn, path, &id))
+            .await
+    }
+
+    async fn snapshot_by_name(
+        &self,
+        workspace: &WorkspaceId,
+        name: &SnapshotName,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let (workspace, name) = (workspace.clone(), name.clone());
+        self.with_connection(move |conn, path| snapshots::by_name(conn, path, &workspace, &name))
+            .await
+    }
+
+    async fn snapshots_of(&self, workspace: &WorkspaceId) -> Result<Vec<Snapshot>, StoreError> {
+        let workspace = workspace.clone();
+        self.with_connection(move |conn, path| snapshots::of(conn, path, &workspace))
+            .await
+    }
+
+    async fn delete_snapshot(&self, id: &SnapshotId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.with_connection(move |conn, path| snapshots::delete(conn, path, &id))
+            .await
+    }
+
+    async fn sandboxes_using(
+        &self,
+        workspace: &WorkspaceId,
+    ) -> Result<Vec<(SandboxId, bool)>, StoreError> {
+        let workspace = workspace.clone();
+        self.with_connection(move |conn, path| workspaces::using(conn, path, &workspace))
+            .await
+    }
 }
 
 /// The write-ahead log of a database: its path with `-wal` appended.
@@ -185,7 +300,10 @@ mod tests {
         assert_eq!(info.backend, "sqlite");
         assert_eq!(info.location, db);
         assert_eq!(info.schema_version as usize, MIGRATIONS.len());
-        assert_eq!(info.table_count, 2, "meta and sandboxes");
+        assert_eq!(
+            info.table_count, 4,
+            "meta, sandboxes, workspaces and snapshots"
+        );
         let on_disk = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
         let (main, wal) = (on_disk(&db), on_disk(&wal_path(&db)));
         assert!(wal > 0, "the migration's commit should still be in the WAL");

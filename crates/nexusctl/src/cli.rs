@@ -44,7 +44,7 @@ pub enum Command {
     Version,
     /// Check what this host can enforce (no daemon needed).
     Doctor,
-    /// Create, list, inspect, start, stop and delete sandboxes.
+    /// Create, list, inspect, start, stop, pause, resume and delete sandboxes.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
     /// Run a command in a running sandbox, streaming its output; exits with its exit code.
@@ -102,6 +102,16 @@ pub enum SandboxCommand {
     },
     /// Stop a sandbox (SIGTERM, then SIGKILL after a grace period); its workspace is kept.
     Stop {
+        /// Sandbox name or id.
+        sandbox: String,
+    },
+    /// Freeze every process of a running sandbox; memory is kept, no CPU is used.
+    Pause {
+        /// Sandbox name or id.
+        sandbox: String,
+    },
+    /// Let a paused sandbox's processes continue.
+    Resume {
         /// Sandbox name or id.
         sandbox: String,
     },

@@ -2,6 +2,7 @@
 //! tasks own the connection (one reads and routes frames to channels, one writes), so any
 //! number of operations run at once on one connection.
 
+mod fs;
 mod routing;
 
 use std::ops::RangeInclusive;
@@ -26,6 +27,10 @@ use crate::{
 /// has consumed any. Half of it is granted back each time half has been consumed.
 pub const DEFAULT_OUTPUT_WINDOW: u32 = 256 * 1024;
 
+/// Flow-control window of a file read or tar download (1 MiB): larger than the output
+/// window, since file transfers are bulk.
+pub const DEFAULT_FILE_WINDOW: u32 = 1024 * 1024;
+
 /// Settings of a connection.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -35,6 +40,8 @@ pub struct ClientOptions {
     pub client_name: String,
     /// Flow-control window of each output stream.
     pub output_window: u32,
+    /// Flow-control window of each file read and tar download.
+    pub file_window: u32,
 }
 
 impl Default for ClientOptions {
@@ -43,6 +50,7 @@ impl Default for ClientOptions {
             versions: SUPPORTED_VERSIONS,
             client_name: concat!("nexus-agent-proto/", env!("CARGO_PKG_VERSION")).to_owned(),
             output_window: DEFAULT_OUTPUT_WINDOW,
+            file_window: DEFAULT_FILE_WINDOW,
         }
     }
 }
@@ -90,7 +98,8 @@ impl AgentClient {
         )
         .await?;
         let window = options.output_window.max(MAX_DATA_CHUNK as u32);
-        let shared = Shared::start(framed, info.clone(), window);
+        let file_window = options.file_window.max(MAX_DATA_CHUNK as u32);
+        let shared = Shared::start(framed, info.clone(), window, file_window);
         Ok((AgentClient { shared }, info))
     }
 

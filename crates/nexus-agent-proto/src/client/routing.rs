@@ -62,11 +62,17 @@ pub(crate) struct Shared {
     reader: AbortHandle,
     pub(crate) info: AgentInfo,
     pub(crate) output_window: u32,
+    pub(crate) file_window: u32,
 }
 
 impl Shared {
     /// Starts the reader and writer tasks on a handshaken connection.
-    pub(crate) fn start<S>(framed: Framed<S, FrameCodec>, info: AgentInfo, window: u32) -> Arc<Self>
+    pub(crate) fn start<S>(
+        framed: Framed<S, FrameCodec>,
+        info: AgentInfo,
+        window: u32,
+        file_window: u32,
+    ) -> Arc<Self>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -82,6 +88,7 @@ impl Shared {
             reader: reader.abort_handle(),
             info,
             output_window: window,
+            file_window,
         })
     }
 
@@ -234,7 +241,7 @@ where
         let Some(route) = routes.channels.get_mut(&frame.channel) else {
             continue;
         };
-        if let (FrameType::Stdout | FrameType::Stderr, Some(allowance)) =
+        if let (FrameType::Stdout | FrameType::Stderr | FrameType::FileData, Some(allowance)) =
             (frame.kind, &mut route.allowance)
         {
             let len = frame.payload.len().saturating_sub(8) as u64;

@@ -2,6 +2,8 @@
 //! (no bubblewrap), driven through the real `AgentClient` over a Unix socket.
 
 mod exec;
+mod fs;
+mod fs_search;
 mod harness;
 mod init;
 mod protocol;

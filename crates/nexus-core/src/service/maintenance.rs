@@ -15,13 +15,26 @@ impl SandboxService {
         for sandbox in self.store.list_sandboxes().await? {
             if !matches!(
                 sandbox.state,
-                SandboxState::Starting | SandboxState::Running | SandboxState::Stopping
+                SandboxState::Starting
+                    | SandboxState::Running
+                    | SandboxState::Paused
+                    | SandboxState::Stopping
             ) {
                 continue;
             }
             let driver = self.driver(sandbox.spec.driver)?;
             let runtime = sandbox.runtime.clone().unwrap_or_default();
             let alive = !runtime.is_empty() && driver.is_alive(&runtime).await;
+            if sandbox.state == SandboxState::Paused && alive {
+                // Its agent is frozen and cannot shake hands; it is connected on resume.
+                self.isolation
+                    .lock()
+                    .expect("isolation map is never poisoned")
+                    .insert(sandbox.id.clone(), driver.isolation(&sandbox, &runtime));
+                tracing::info!(sandbox_id = %sandbox.id, name = %sandbox.spec.name, "paused sandbox adopted");
+                adopted += 1;
+                continue;
+            }
             let connected = if alive {
                 self.connect(&sandbox).await.ok()
             } else {
@@ -68,7 +81,7 @@ impl SandboxService {
     pub async fn tick(&self) -> Result<(), ServiceError> {
         let now = self.clock.now();
         for sandbox in self.store.list_sandboxes().await? {
-            if sandbox.state != SandboxState::Running {
+            if !matches!(sandbox.state, SandboxState::Running | SandboxState::Paused) {
                 continue;
             }
             let expired = match (sandbox.spec.ttl_seconds, sandbox.started_at) {
@@ -93,7 +106,9 @@ impl SandboxService {
                 let Ok(current) = self.reload(&sandbox.id).await else {
                     continue;
                 };
-                if current.state != SandboxState::Running || driver.is_alive(&runtime).await {
+                if !matches!(current.state, SandboxState::Running | SandboxState::Paused)
+                    || driver.is_alive(&runtime).await
+                {
                     continue;
                 }
                 let reason = "its init process (the agent) exited".to_owned();

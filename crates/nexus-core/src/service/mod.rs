@@ -16,6 +16,7 @@ use crate::sandbox::{
 use crate::store::{RuntimeUpdate, Store, StoreError, Transition};
 
 mod maintenance;
+mod pause;
 mod processes;
 #[cfg(test)]
 mod tests;
@@ -122,6 +123,12 @@ pub enum ServiceError {
         name: String,
         /// Its state.
         state: SandboxState,
+    },
+    /// The sandbox is paused; nothing that needs its agent can run.
+    #[error("sandbox {name} is paused; resume it with `nexusctl sandbox resume {name}`")]
+    Paused {
+        /// Its name.
+        name: String,
     },
     /// The sandbox's state does not allow this.
     #[error("{0}")]
@@ -281,7 +288,10 @@ impl SandboxService {
         let mut sandbox = self.reload(&sandbox.id).await?;
         if matches!(
             sandbox.state,
-            SandboxState::Running | SandboxState::Starting | SandboxState::Stopping
+            SandboxState::Running
+                | SandboxState::Paused
+                | SandboxState::Starting
+                | SandboxState::Stopping
         ) {
             if !force {
                 return Err(ServiceError::Conflict(format!(
@@ -360,6 +370,8 @@ impl SandboxService {
             labels: request.labels,
             limits,
             ttl_seconds: request.ttl_seconds,
+            workspace: None,
+            mounts: Vec::new(),
         })
     }
 
@@ -460,6 +472,7 @@ impl SandboxService {
     }
 
     async fn stop_locked(&self, sandbox: Sandbox) -> Result<Sandbox, ServiceError> {
+        self.thaw_for_stop(&sandbox).await;
         let sandbox = if sandbox.state == SandboxState::Stopping {
             sandbox
         } else {
@@ -498,6 +511,11 @@ impl SandboxService {
         id_or_name: &str,
     ) -> Result<(Sandbox, AgentClient), ServiceError> {
         let sandbox = self.find(id_or_name).await?;
+        if sandbox.state == SandboxState::Paused {
+            return Err(ServiceError::Paused {
+                name: sandbox.spec.name.to_string(),
+            });
+        }
         if sandbox.state != SandboxState::Running {
             return Err(ServiceError::NotRunning {
                 name: sandbox.spec.name.to_string(),

@@ -278,3 +278,119 @@ async fn invalid_requests_name_the_field_and_create_nothing() {
     assert!(w.store.list_sandboxes().await.expect("list").is_empty());
     assert!(w.driver.calls().is_empty());
 }
+
+#[tokio::test]
+async fn pause_freezes_refuses_commands_and_resume_thaws() {
+    let w = world();
+    let sandbox = w
+        .service
+        .create(request("cold"))
+        .await
+        .expect("create")
+        .sandbox;
+    let view = w.service.pause("cold").await.expect("pause");
+    assert_eq!(view.sandbox.state, SandboxState::Paused);
+    assert!(w.driver.is_paused(&sandbox.id));
+    let stored = w
+        .store
+        .sandbox(&sandbox.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        stored.state,
+        SandboxState::Paused,
+        "persisted before reported"
+    );
+    let err = w
+        .service
+        .run("cold", nexus_agent_proto::ExecRequest::new(["true"]), None)
+        .await
+        .expect_err("paused");
+    assert!(matches!(err, ServiceError::Paused { .. }), "{err:?}");
+    // Pausing twice changes nothing; starting a paused sandbox is a conflict.
+    w.service.pause("cold").await.expect("pause again");
+    assert!(matches!(
+        w.service.start("cold").await.expect_err("start"),
+        ServiceError::Conflict(_)
+    ));
+    let view = w.service.resume("cold").await.expect("resume");
+    assert_eq!(view.sandbox.state, SandboxState::Running);
+    assert!(!w.driver.is_paused(&sandbox.id));
+    w.service
+        .run("cold", nexus_agent_proto::ExecRequest::new(["true"]), None)
+        .await
+        .map(|_| ())
+        .or_else(|e| match e {
+            // The fake agent does not run commands; what matters is that it was asked.
+            ServiceError::Agent(_) => Ok(()),
+            other => Err(other),
+        })
+        .expect("commands reach the agent again");
+}
+
+#[tokio::test]
+async fn only_running_sandboxes_pause_and_a_paused_one_is_thawed_to_stop() {
+    let w = world();
+    w.service
+        .create(CreateSandbox {
+            start: false,
+            ..request("idle")
+        })
+        .await
+        .expect("create");
+    assert!(matches!(
+        w.service.pause("idle").await.expect_err("not running"),
+        ServiceError::NotRunning { .. }
+    ));
+    let sandbox = w
+        .service
+        .create(request("busy"))
+        .await
+        .expect("create")
+        .sandbox;
+    w.service.pause("busy").await.expect("pause");
+    assert!(matches!(
+        w.service
+            .delete("busy", false)
+            .await
+            .expect_err("needs force"),
+        ServiceError::Conflict(_)
+    ));
+    // The fake driver refuses to stop a frozen sandbox: stopping must thaw it first.
+    let view = w.service.stop("busy").await.expect("stop");
+    assert_eq!(view.sandbox.state, SandboxState::Stopped);
+    let calls = w.driver.calls();
+    let resume = calls
+        .iter()
+        .position(|c| c == &format!("resume {}", sandbox.id));
+    let stop = calls
+        .iter()
+        .position(|c| c == &format!("stop {}", sandbox.id));
+    assert!(resume.is_some() && resume < stop, "{calls:?}");
+}
+
+#[tokio::test]
+async fn a_restarted_daemon_keeps_a_paused_sandbox_paused() {
+    let w = world();
+    let sandbox = w
+        .service
+        .create(request("frozen"))
+        .await
+        .expect("create")
+        .sandbox;
+    w.service.pause("frozen").await.expect("pause");
+    let restarted = SandboxService::new(
+        w.store.clone(),
+        vec![w.driver.clone()],
+        w.clock.clone(),
+        ServiceConfig::default(),
+    );
+    assert_eq!(restarted.adopt().await.expect("adopt"), 1);
+    let view = restarted.get("frozen").await.expect("get");
+    assert_eq!(view.sandbox.state, SandboxState::Paused);
+    assert!(view.isolation.is_some());
+    assert!(w.driver.is_paused(&sandbox.id));
+    let view = restarted.resume("frozen").await.expect("resume");
+    assert_eq!(view.sandbox.state, SandboxState::Running);
+}

@@ -24,6 +24,7 @@ pub struct FakeDriver {
     fail_start: AtomicBool,
     unavailable: AtomicBool,
     alive: Mutex<HashSet<SandboxId>>,
+    paused: Mutex<HashSet<SandboxId>>,
     calls: Mutex<Vec<String>>,
     terminations: Arc<Mutex<HashMap<SandboxId, usize>>>,
 }
@@ -42,6 +43,11 @@ impl FakeDriver {
     /// Kills a sandbox behind the service's back.
     pub fn kill(&self, id: &SandboxId) {
         self.alive.lock().expect("fake lock").remove(id);
+    }
+
+    /// Whether the sandbox's processes are frozen.
+    pub fn is_paused(&self, id: &SandboxId) -> bool {
+        self.paused.lock().expect("fake lock").contains(id)
     }
 
     /// Every call so far, as `method id`.
@@ -134,6 +140,22 @@ impl Driver for FakeDriver {
         Usage::default()
     }
 
+    async fn set_paused(
+        &self,
+        sandbox: &Sandbox,
+        _runtime: &str,
+        paused: bool,
+    ) -> Result<(), DriverError> {
+        self.record(if paused { "pause" } else { "resume" }, &sandbox.id);
+        let mut set = self.paused.lock().expect("fake lock");
+        if paused {
+            set.insert(sandbox.id.clone());
+        } else {
+            set.remove(&sandbox.id);
+        }
+        Ok(())
+    }
+
     async fn stop(
         &self,
         sandbox: &Sandbox,
@@ -141,6 +163,11 @@ impl Driver for FakeDriver {
         _grace: Duration,
     ) -> Result<(), DriverError> {
         self.record("stop", &sandbox.id);
+        if self.is_paused(&sandbox.id) {
+            return Err(DriverError::Cleanup {
+                reason: "fake: stopped while frozen".into(),
+            });
+        }
         self.alive.lock().expect("fake lock").remove(&sandbox.id);
         Ok(())
     }

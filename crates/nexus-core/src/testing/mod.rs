@@ -6,13 +6,15 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use async_trait::async_trait;
 
+pub mod contract;
 mod driver;
 
 pub use driver::FakeDriver;
 
 use crate::clock::{Clock, Timestamp};
 use crate::sandbox::{Sandbox, SandboxId, SandboxName};
-use crate::store::{DatabaseInfo, Store, StoreError, Transition};
+use crate::store::{DatabaseInfo, Store, StoreError, Transition, apply_generation};
+use crate::workspace::{Snapshot, SnapshotId, SnapshotName, Workspace, WorkspaceId, WorkspaceName};
 
 /// A clock that only moves when told to.
 #[derive(Debug, Default)]
@@ -41,11 +43,22 @@ impl Clock for FakeClock {
 }
 
 /// An in-memory store that can be told to fail.
+///
+/// It keeps the same promises as the SQLite store: unique names, compare-and-set
+/// changes, snapshots deleted with their workspace, workspaces kept while mounted.
 #[derive(Debug)]
 pub struct MemoryStore {
     failing: AtomicBool,
     info: Mutex<DatabaseInfo>,
-    sandboxes: Mutex<Vec<Sandbox>>,
+    tables: Mutex<Tables>,
+}
+
+/// Every record, behind one lock so that each method is one transaction.
+#[derive(Debug, Default)]
+struct Tables {
+    sandboxes: Vec<Sandbox>,
+    workspaces: Vec<Workspace>,
+    snapshots: Vec<Snapshot>,
 }
 
 impl Default for MemoryStore {
@@ -59,7 +72,7 @@ impl Default for MemoryStore {
                 table_count: 0,
                 size_bytes: 0,
             }),
-            sandboxes: Mutex::new(Vec::new()),
+            tables: Mutex::new(Tables::default()),
         }
     }
 }
@@ -95,35 +108,55 @@ impl Store for MemoryStore {
 
     async fn insert_sandbox(&self, sandbox: &Sandbox) -> Result<(), StoreError> {
         self.check()?;
-        let mut all = self.rows();
-        if all.iter().any(|s| s.spec.name == sandbox.spec.name) {
+        let mut t = self.tables();
+        if t.sandboxes.iter().any(|s| s.spec.name == sandbox.spec.name) {
             return Err(StoreError::NameTaken {
                 name: sandbox.spec.name.to_string(),
             });
         }
-        all.push(sandbox.clone());
+        let used = sandbox
+            .spec
+            .workspace
+            .iter()
+            .chain(sandbox.spec.mounts.iter().map(|m| &m.workspace));
+        for id in used {
+            if !t.workspaces.iter().any(|w| &w.id == id) {
+                return Err(StoreError::WorkspaceNotFound { id: id.clone() });
+            }
+        }
+        t.sandboxes.push(sandbox.clone());
         Ok(())
     }
 
     async fn sandbox(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError> {
         self.check()?;
-        Ok(self.rows().iter().find(|s| &s.id == id).cloned())
+        Ok(self
+            .tables()
+            .sandboxes
+            .iter()
+            .find(|s| &s.id == id)
+            .cloned())
     }
 
     async fn sandbox_by_name(&self, name: &SandboxName) -> Result<Option<Sandbox>, StoreError> {
         self.check()?;
-        Ok(self.rows().iter().find(|s| &s.spec.name == name).cloned())
+        Ok(self
+            .tables()
+            .sandboxes
+            .iter()
+            .find(|s| &s.spec.name == name)
+            .cloned())
     }
 
     async fn list_sandboxes(&self) -> Result<Vec<Sandbox>, StoreError> {
         self.check()?;
-        Ok(self.rows().clone())
+        Ok(self.tables().sandboxes.clone())
     }
 
     async fn transition_sandbox(&self, transition: &Transition) -> Result<Sandbox, StoreError> {
         self.check()?;
-        let mut all = self.rows();
-        let Some(sandbox) = all.iter_mut().find(|s| s.id == transition.id) else {
+        let mut t = self.tables();
+        let Some(sandbox) = t.sandboxes.iter_mut().find(|s| s.id == transition.id) else {
             return Err(StoreError::StateChanged {
                 id: transition.id.clone(),
                 expected: transition.from,
@@ -136,17 +169,251 @@ impl Store for MemoryStore {
 
     async fn delete_sandbox(&self, id: &SandboxId) -> Result<bool, StoreError> {
         self.check()?;
-        let mut all = self.rows();
-        let before = all.len();
-        all.retain(|s| &s.id != id);
-        Ok(all.len() != before)
+        let mut t = self.tables();
+        let before = t.sandboxes.len();
+        t.sandboxes.retain(|s| &s.id != id);
+        Ok(t.sandboxes.len() != before)
+    }
+
+    async fn insert_workspace(&self, workspace: &Workspace) -> Result<(), StoreError> {
+        self.check()?;
+        let mut t = self.tables();
+        if t.workspaces.iter().any(|w| w.name == workspace.name) {
+            return Err(StoreError::WorkspaceNameTaken {
+                name: workspace.name.to_string(),
+            });
+        }
+        t.workspaces.push(workspace.clone());
+        Ok(())
+    }
+
+    async fn workspace(&self, id: &WorkspaceId) -> Result<Option<Workspace>, StoreError> {
+        self.check()?;
+        Ok(self
+            .tables()
+            .workspaces
+            .iter()
+            .find(|w| &w.id == id)
+            .cloned())
+    }
+
+    async fn workspace_by_name(
+        &self,
+        name: &WorkspaceName,
+    ) -> Result<Option<Workspace>, StoreError> {
+        self.check()?;
+        Ok(self
+            .tables()
+            .workspaces
+            .iter()
+            .find(|w| &w.name == name)
+            .cloned())
+    }
+
+    async fn list_workspaces(&self) -> Result<Vec<Workspace>, StoreError> {
+        self.check()?;
+        let mut all = self.tables().workspaces.clone();
+        all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(all)
+    }
+
+    async fn set_workspace_generation(
+        &self,
+        id: &WorkspaceId,
+        expected: u64,
+        new: u64,
+        at: Timestamp,
+    ) -> Result<Workspace, StoreError> {
+        self.check()?;
+        let mut t = self.tables();
+        let workspace = t.workspace_mut(id)?;
+        apply_generation(workspace, expected, new, at)?;
+        Ok(workspace.clone())
+    }
+
+    async fn set_workspace_quota(
+        &self,
+        id: &WorkspaceId,
+        quota_mib: Option<u64>,
+        at: Timestamp,
+    ) -> Result<Workspace, StoreError> {
+        self.check()?;
+        let mut t = self.tables();
+        let workspace = t.workspace_mut(id)?;
+        workspace.quota_mib = quota_mib;
+        workspace.updated_at = at;
+        Ok(workspace.clone())
+    }
+
+    async fn disown_workspace(
+        &self,
+        id: &WorkspaceId,
+        at: Timestamp,
+    ) -> Result<Workspace, StoreError> {
+        self.check()?;
+        let mut t = self.tables();
+        let workspace = t.workspace_mut(id)?;
+        workspace.owner = None;
+        workspace.updated_at = at;
+        Ok(workspace.clone())
+    }
+
+    async fn delete_workspace(&self, id: &WorkspaceId) -> Result<bool, StoreError> {
+        self.check()?;
+        let mut t = self.tables();
+        let users = t.users_of(id);
+        if !users.is_empty() {
+            return Err(StoreError::WorkspaceInUse {
+                id: id.clone(),
+                sandboxes: users.into_iter().map(|(s, _)| s).collect(),
+            });
+        }
+        let before = t.workspaces.len();
+        t.workspaces.retain(|w| &w.id != id);
+        t.snapshots.retain(|s| &s.workspace != id);
+        Ok(t.workspaces.len() != before)
+    }
+
+    async fn insert_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.check()?;
+        let mut t = self.tables();
+        t.workspace_mut(&snapshot.workspace)?;
+        if t.snapshots
+            .iter()
+            .any(|s| s.workspace == snapshot.workspace && s.name == snapshot.name)
+        {
+            return Err(StoreError::SnapshotNameTaken {
+                workspace: snapshot.workspace.clone(),
+                name: snapshot.name.to_string(),
+            });
+        }
+        t.snapshots.push(snapshot.clone());
+        Ok(())
+    }
+
+    async fn snapshot(&self, id: &SnapshotId) -> Result<Option<Snapshot>, StoreError> {
+        self.check()?;
+        Ok(self
+            .tables()
+            .snapshots
+            .iter()
+            .find(|s| &s.id == id)
+            .cloned())
+    }
+
+    async fn snapshot_by_name(
+        &self,
+        workspace: &WorkspaceId,
+        name: &SnapshotName,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        self.check()?;
+        Ok(self
+            .tables()
+            .snapshots
+            .iter()
+            .find(|s| &s.workspace == workspace && &s.name == name)
+            .cloned())
+    }
+
+    async fn snapshots_of(&self, workspace: &WorkspaceId) -> Result<Vec<Snapshot>, StoreError> {
+        self.check()?;
+        let mut all: Vec<Snapshot> = self
+            .tables()
+            .snapshots
+            .iter()
+            .filter(|s| &s.workspace == workspace)
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(all)
+    }
+
+    async fn delete_snapshot(&self, id: &SnapshotId) -> Result<bool, StoreError> {
+        self.check()?;
+        let mut t = self.tables();
+        let before = t.snapshots.len();
+        t.snapshots.retain(|s| &s.id != id);
+        Ok(t.snapshots.len() != before)
+    }
+
+    async fn sandboxes_using(
+        &self,
+        workspace: &WorkspaceId,
+    ) -> Result<Vec<(SandboxId, bool)>, StoreError> {
+        self.check()?;
+        Ok(self.tables().users_of(workspace))
     }
 }
 
 impl MemoryStore {
-    fn rows(&self) -> std::sync::MutexGuard<'_, Vec<Sandbox>> {
-        self.sandboxes
+    fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.tables
             .lock()
             .expect("memory store lock is never poisoned")
+    }
+}
+
+impl Tables {
+    fn workspace_mut(&mut self, id: &WorkspaceId) -> Result<&mut Workspace, StoreError> {
+        self.workspaces
+            .iter_mut()
+            .find(|w| &w.id == id)
+            .ok_or_else(|| StoreError::WorkspaceNotFound { id: id.clone() })
+    }
+
+    /// The sandboxes mounting a workspace, oldest first, with whether only read-only.
+    fn users_of(&self, workspace: &WorkspaceId) -> Vec<(SandboxId, bool)> {
+        let mut sandboxes: Vec<&Sandbox> = self.sandboxes.iter().collect();
+        sandboxes.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        sandboxes
+            .into_iter()
+            .filter_map(|s| {
+                let rw = s.spec.workspace.as_ref() == Some(workspace)
+                    || s.spec
+                        .mounts
+                        .iter()
+                        .any(|m| &m.workspace == workspace && !m.read_only);
+                let ro = s
+                    .spec
+                    .mounts
+                    .iter()
+                    .any(|m| &m.workspace == workspace && m.read_only);
+                (rw || ro).then(|| (s.id.clone(), !rw))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One test per [`contract`] scenario, each on a fresh store.
+    macro_rules! contract_tests {
+        ($($scenario:ident),* $(,)?) => {$(
+            #[tokio::test]
+            async fn $scenario() {
+                contract::$scenario(&MemoryStore::default()).await;
+            }
+        )*};
+    }
+
+    contract_tests!(
+        workspaces_round_trip,
+        workspace_names_are_unique,
+        generations_are_compare_and_set,
+        quota_and_owner_change,
+        snapshots_are_named_per_workspace,
+        deleting_a_workspace_deletes_its_snapshots,
+        workspaces_in_use_are_kept,
+        sandboxes_need_recorded_workspaces,
+    );
+
+    #[tokio::test]
+    async fn a_failing_store_fails_workspace_calls_too() {
+        let store = MemoryStore::default();
+        store.set_failing(true);
+        let err = store.list_workspaces().await.expect_err("failing");
+        assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
     }
 }

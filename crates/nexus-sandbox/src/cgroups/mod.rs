@@ -150,6 +150,19 @@ pub enum CgroupError {
         #[source]
         source: std::io::Error,
     },
+    /// The freezer did not reach the asked state in time.
+    #[error("{path} did not become {state} within {waited:?}")]
+    FreezeTimeout {
+        /// The directory.
+        path: PathBuf,
+        /// `frozen` or `thawed`.
+        state: &'static str,
+        /// How long was waited.
+        waited: std::time::Duration,
+    },
+    /// No freezer is available for this cgroup.
+    #[error("no freezer is available: neither a v1 freezer controller nor cgroup.freeze on v2")]
+    NoFreezer,
     /// Processes survived SIGKILL for the whole timeout.
     #[error("{remaining} processes are still in {path} after being killed")]
     KillTimeout {

@@ -67,6 +67,9 @@ struct Enforcement {
     detail: String,
 }
 
+/// How long a pause or resume may take before it is undone and reported.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The cgroup directory (under the daemon's own) that holds sandbox cgroups.
 const CGROUP_PARENT: &str = "nexus";
 
@@ -436,6 +439,46 @@ impl Driver for BwrapDriver {
             }
             Err(_) => Usage::default(),
         }
+    }
+
+    async fn set_paused(
+        &self,
+        sandbox: &Sandbox,
+        runtime: &str,
+        paused: bool,
+    ) -> Result<(), DriverError> {
+        let unsupported = |reason: String| DriverError::Unsupported {
+            driver: DriverKind::Bwrap,
+            what: if paused { "pause" } else { "resume" }.to_owned() + " this sandbox",
+            reason,
+        };
+        let id = parse(runtime).map_or_else(|| sandbox.id.to_string(), |rt| rt.id);
+        let cgroup = self
+            .cgroups
+            .open(&id)
+            .map_err(|e| unsupported(format!("{}; pausing needs a freezer cgroup", chain(&e))))?;
+        if !cgroup.can_freeze() {
+            return Err(unsupported(
+                "this host has no freezer cgroup (v1 `freezer` controller or v2 `cgroup.freeze`) for its sandboxes; see `nexusctl doctor`".into(),
+            ));
+        }
+        tokio::task::block_in_place(|| match cgroup.freeze(paused, FREEZE_TIMEOUT) {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                if paused {
+                    // Never leave a sandbox half frozen behind a failed pause.
+                    let _ = cgroup.freeze(false, FREEZE_TIMEOUT);
+                }
+                Err(DriverError::Failed {
+                    what: format!(
+                        "{} sandbox {}",
+                        if paused { "pause" } else { "resume" },
+                        sandbox.spec.name
+                    ),
+                    reason: chain(&err),
+                })
+            }
+        })
     }
 
     async fn stop(

@@ -1,4 +1,4 @@
-//! `nexusctl sandbox create|list|inspect|start|stop|delete`.
+//! `nexusctl sandbox create|list|inspect|start|stop|pause|resume|delete`.
 
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
@@ -25,20 +25,14 @@ pub async fn run(client: &Client, command: SandboxCommand, out: Output) -> anyho
             }
         }
         SandboxCommand::Start { sandbox } => {
-            let info = client.start_sandbox(&sandbox).await?;
-            if out.json {
-                out.json(&info)
-            } else {
-                out.text(&format!("{} {}\n", info.name, info.state))
-            }
+            state_change(client.start_sandbox(&sandbox).await?, out)
         }
-        SandboxCommand::Stop { sandbox } => {
-            let info = client.stop_sandbox(&sandbox).await?;
-            if out.json {
-                out.json(&info)
-            } else {
-                out.text(&format!("{} {}\n", info.name, info.state))
-            }
+        SandboxCommand::Stop { sandbox } => state_change(client.stop_sandbox(&sandbox).await?, out),
+        SandboxCommand::Pause { sandbox } => {
+            state_change(client.pause_sandbox(&sandbox).await?, out)
+        }
+        SandboxCommand::Resume { sandbox } => {
+            state_change(client.resume_sandbox(&sandbox).await?, out)
         }
         SandboxCommand::Delete { sandbox, force } => {
             client.delete_sandbox(&sandbox, force).await?;
@@ -71,6 +65,15 @@ pub fn create_request(
         },
         ttl_seconds: shape.ttl.map(|t| t.as_secs().max(1)),
         start: Some(start),
+    }
+}
+
+/// Prints a sandbox's new state after start, stop, pause or resume.
+fn state_change(info: SandboxInfo, out: Output) -> anyhow::Result<()> {
+    if out.json {
+        out.json(&info)
+    } else {
+        out.text(&format!("{} {}\n", info.name, info.state))
     }
 }
 

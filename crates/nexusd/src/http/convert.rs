@@ -114,6 +114,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(_) => ApiError::new(ErrorCode::InvalidRequest, message),
             ServiceError::NameTaken(_) => ApiError::new(ErrorCode::SandboxNameTaken, message),
             ServiceError::NotRunning { .. } => ApiError::new(ErrorCode::SandboxNotRunning, message),
+            ServiceError::Paused { .. } => ApiError::new(ErrorCode::SandboxPaused, message),
+            ServiceError::Driver(nexus_core::DriverError::Unsupported { .. }) => {
+                ApiError::new(ErrorCode::OperationUnsupported, message)
+            }
             ServiceError::Conflict(_) => ApiError::new(ErrorCode::SandboxStateConflict, message),
             ServiceError::DriverUnavailable(_) => {
                 ApiError::new(ErrorCode::DriverUnavailable, message)

@@ -46,6 +46,8 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sandboxes::get, sandboxes::delete))
         .routes(routes!(sandboxes::start))
         .routes(routes!(sandboxes::stop))
+        .routes(routes!(sandboxes::pause))
+        .routes(routes!(sandboxes::resume))
         .routes(routes!(sandboxes::exec))
         .routes(routes!(processes::start, processes::list))
         .routes(routes!(processes::output))

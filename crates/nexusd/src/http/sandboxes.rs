@@ -125,6 +125,48 @@ pub async fn stop(
     Ok(Json(sandbox_info(state.sandboxes.stop(&id).await?)))
 }
 
+/// Pauses a running sandbox: every process frozen in place (freezer cgroup), memory
+/// kept, no CPU used. Exec and file operations answer 409 `sandbox_paused` until resumed.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/pause",
+    tag = "sandboxes",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses(
+        (status = 200, description = "Paused", body = SandboxInfo),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "Not running", body = ErrorBody),
+        (status = 422, description = "This host or driver cannot freeze sandboxes", body = ErrorBody),
+    )
+)]
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SandboxInfo>, ApiError> {
+    Ok(Json(sandbox_info(state.sandboxes.pause(&id).await?)))
+}
+
+/// Resumes a paused sandbox: its processes continue where they were.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/resume",
+    tag = "sandboxes",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id or name")),
+    responses(
+        (status = 200, description = "Running again", body = SandboxInfo),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "Neither paused nor running", body = ErrorBody),
+    )
+)]
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SandboxInfo>, ApiError> {
+    Ok(Json(sandbox_info(state.sandboxes.resume(&id).await?)))
+}
+
 /// Query of `DELETE /v1/sandboxes/{id}`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]

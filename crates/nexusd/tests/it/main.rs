@@ -4,6 +4,7 @@ mod api;
 mod config;
 mod harness;
 mod lifecycle;
+mod pause;
 mod processes;
 mod sandboxes;
 mod security;

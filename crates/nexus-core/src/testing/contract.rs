@@ -1,0 +1,437 @@
+//! The promises every [`Store`] keeps about workspaces and snapshots, as test scenarios.
+//!
+//! Each scenario takes a fresh, empty store and panics on a broken promise. The
+//! [`MemoryStore`](super::MemoryStore) runs them in this crate's unit tests and the SQLite
+//! store in `nexus-store`'s, so the fake and the real thing cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use crate::clock::Timestamp;
+use crate::sandbox::{
+    DriverKind, Limits, Sandbox, SandboxId, SandboxName, SandboxSpec, SandboxState,
+};
+use crate::store::{Store, StoreError};
+use crate::workspace::{
+    Snapshot, SnapshotId, SnapshotName, Workspace, WorkspaceId, WorkspaceMount, WorkspaceName,
+};
+
+/// A workspace named `name`, created at `at` milliseconds, with a quota and a label.
+pub fn workspace(name: &str, at: i64) -> Workspace {
+    let mut ws = Workspace::new(
+        WorkspaceName::parse(name).expect("valid name"),
+        Timestamp(at),
+    );
+    ws.quota_mib = Some(512);
+    ws.labels = BTreeMap::from([("team".into(), "x".into())]);
+    ws
+}
+
+/// A snapshot of `ws` named `name`, taken at `at` milliseconds.
+pub fn snapshot(ws: &Workspace, name: &str, at: i64) -> Snapshot {
+    let mut snap = Snapshot::new(
+        ws,
+        SnapshotName::parse(name).expect("valid name"),
+        Timestamp(at),
+    );
+    snap.size_bytes = Some(4096);
+    snap
+}
+
+/// A created sandbox named `name` at `at` milliseconds, with `/workspace` from `workspace`
+/// and the given mounts.
+pub fn sandbox(
+    name: &str,
+    at: i64,
+    workspace: Option<&Workspace>,
+    mounts: Vec<WorkspaceMount>,
+) -> Sandbox {
+    Sandbox {
+        id: SandboxId::generate(),
+        spec: SandboxSpec {
+            name: SandboxName::parse(name).expect("valid name"),
+            image: "host".into(),
+            driver: DriverKind::Bwrap,
+            env: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            limits: Limits::default(),
+            ttl_seconds: None,
+            workspace: workspace.map(|w| w.id.clone()),
+            mounts,
+        },
+        state: SandboxState::Created,
+        crash_reason: None,
+        created_at: Timestamp(at),
+        updated_at: Timestamp(at),
+        started_at: None,
+        runtime: None,
+    }
+}
+
+/// A mount of `ws` at `path`.
+pub fn mount(ws: &Workspace, path: &str, read_only: bool) -> WorkspaceMount {
+    WorkspaceMount {
+        workspace: ws.id.clone(),
+        path: path.into(),
+        read_only,
+    }
+}
+
+/// Every field of a workspace comes back as stored, by id, by name and in the list
+/// (oldest first).
+pub async fn workspaces_round_trip(store: &dyn Store) {
+    let mut owned = workspace("owned", 2_000);
+    owned.owner = Some(SandboxId::generate());
+    owned.quota_mib = None;
+    let data = workspace("data", 1_000);
+    store.insert_workspace(&owned).await.expect("insert owned");
+    store.insert_workspace(&data).await.expect("insert data");
+    assert_eq!(
+        store.workspace(&data.id).await.expect("get"),
+        Some(data.clone())
+    );
+    assert_eq!(
+        store.workspace_by_name(&owned.name).await.expect("by name"),
+        Some(owned.clone())
+    );
+    assert_eq!(
+        store.list_workspaces().await.expect("list"),
+        vec![data, owned]
+    );
+    assert_eq!(
+        store
+            .workspace(&WorkspaceId::generate())
+            .await
+            .expect("get missing"),
+        None
+    );
+}
+
+/// A second workspace of the same name is refused and nothing of it is recorded.
+pub async fn workspace_names_are_unique(store: &dyn Store) {
+    store
+        .insert_workspace(&workspace("data", 1_000))
+        .await
+        .expect("first");
+    let second = workspace("data", 2_000);
+    let err = store
+        .insert_workspace(&second)
+        .await
+        .expect_err("same name");
+    assert!(
+        matches!(err, StoreError::WorkspaceNameTaken { ref name } if name == "data"),
+        "{err:?}"
+    );
+    assert_eq!(store.workspace(&second.id).await.expect("get"), None);
+    assert_eq!(store.list_workspaces().await.expect("list").len(), 1);
+}
+
+/// Generations change by compare-and-set only, and only upwards.
+pub async fn generations_are_compare_and_set(store: &dyn Store) {
+    let ws = workspace("data", 1_000);
+    store.insert_workspace(&ws).await.expect("insert");
+    let after = store
+        .set_workspace_generation(&ws.id, 1, 2, Timestamp(2_000))
+        .await
+        .expect("1 -> 2");
+    assert_eq!((after.generation, after.updated_at), (2, Timestamp(2_000)));
+    assert_eq!(after.created_at, ws.created_at);
+    assert_eq!(store.workspace(&ws.id).await.expect("get"), Some(after));
+
+    // A second restore that read generation 1 lost the race.
+    let err = store
+        .set_workspace_generation(&ws.id, 1, 3, Timestamp(3_000))
+        .await
+        .expect_err("stale");
+    assert!(
+        matches!(
+            err,
+            StoreError::GenerationChanged {
+                expected: 1,
+                found: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = store
+        .set_workspace_generation(&ws.id, 2, 2, Timestamp(3_000))
+        .await
+        .expect_err("not growing");
+    assert!(
+        matches!(err, StoreError::IllegalGeneration { from: 2, to: 2, .. }),
+        "{err:?}"
+    );
+    let stored = store.workspace(&ws.id).await.expect("get").expect("exists");
+    assert_eq!(
+        (stored.generation, stored.updated_at),
+        (2, Timestamp(2_000))
+    );
+
+    let missing = WorkspaceId::generate();
+    let err = store
+        .set_workspace_generation(&missing, 1, 2, Timestamp(3_000))
+        .await
+        .expect_err("missing");
+    assert!(
+        matches!(err, StoreError::WorkspaceNotFound { ref id } if id == &missing),
+        "{err:?}"
+    );
+}
+
+/// Quota and owner change in place and move `updated_at`.
+pub async fn quota_and_owner_change(store: &dyn Store) {
+    let mut ws = workspace("data", 1_000);
+    ws.owner = Some(SandboxId::generate());
+    store.insert_workspace(&ws).await.expect("insert");
+    let after = store
+        .set_workspace_quota(&ws.id, Some(2048), Timestamp(2_000))
+        .await
+        .expect("quota");
+    assert_eq!(
+        (after.quota_mib, after.updated_at),
+        (Some(2048), Timestamp(2_000))
+    );
+    let after = store
+        .set_workspace_quota(&ws.id, None, Timestamp(3_000))
+        .await
+        .expect("no quota");
+    assert_eq!(after.quota_mib, None);
+    let after = store
+        .disown_workspace(&ws.id, Timestamp(4_000))
+        .await
+        .expect("disown");
+    assert_eq!((&after.owner, after.updated_at), (&None, Timestamp(4_000)));
+    assert_eq!(
+        store.workspace(&ws.id).await.expect("get"),
+        Some(after.clone())
+    );
+    assert_eq!(after.generation, ws.generation);
+
+    let missing = WorkspaceId::generate();
+    for err in [
+        store
+            .set_workspace_quota(&missing, Some(1), Timestamp(5_000))
+            .await
+            .expect_err("missing"),
+        store
+            .disown_workspace(&missing, Timestamp(5_000))
+            .await
+            .expect_err("missing"),
+    ] {
+        assert!(
+            matches!(err, StoreError::WorkspaceNotFound { .. }),
+            "{err:?}"
+        );
+    }
+}
+
+/// Snapshot names are unique per workspace; snapshots list oldest first.
+pub async fn snapshots_are_named_per_workspace(store: &dyn Store) {
+    let (a, b) = (workspace("a", 1_000), workspace("b", 1_000));
+    store.insert_workspace(&a).await.expect("insert a");
+    store.insert_workspace(&b).await.expect("insert b");
+    let later = snapshot(&a, "v1", 3_000);
+    let earlier = snapshot(&a, "v0", 2_000);
+    store.insert_snapshot(&later).await.expect("v1 of a");
+    store.insert_snapshot(&earlier).await.expect("v0 of a");
+    store
+        .insert_snapshot(&snapshot(&b, "v1", 2_000))
+        .await
+        .expect("the same name in another workspace");
+
+    let err = store
+        .insert_snapshot(&snapshot(&a, "v1", 4_000))
+        .await
+        .expect_err("same name, same workspace");
+    assert!(
+        matches!(err, StoreError::SnapshotNameTaken { ref workspace, ref name }
+            if workspace == &a.id && name == "v1"),
+        "{err:?}"
+    );
+    let orphan = Workspace::new(WorkspaceName::parse("gone").expect("name"), Timestamp(1));
+    let err = store
+        .insert_snapshot(&snapshot(&orphan, "v1", 4_000))
+        .await
+        .expect_err("no such workspace");
+    assert!(
+        matches!(err, StoreError::WorkspaceNotFound { ref id } if id == &orphan.id),
+        "{err:?}"
+    );
+
+    assert_eq!(
+        store.snapshots_of(&a.id).await.expect("list"),
+        vec![earlier.clone(), later.clone()]
+    );
+    assert_eq!(
+        store.snapshot(&later.id).await.expect("get"),
+        Some(later.clone())
+    );
+    assert_eq!(
+        store
+            .snapshot_by_name(&a.id, &later.name)
+            .await
+            .expect("by name"),
+        Some(later.clone())
+    );
+    assert_eq!(
+        store
+            .snapshot_by_name(&orphan.id, &later.name)
+            .await
+            .expect("by name elsewhere"),
+        None
+    );
+
+    assert!(store.delete_snapshot(&later.id).await.expect("delete"));
+    assert!(
+        !store
+            .delete_snapshot(&later.id)
+            .await
+            .expect("delete again")
+    );
+    assert!(
+        !store
+            .delete_snapshot(&SnapshotId::generate())
+            .await
+            .expect("delete unknown")
+    );
+    assert_eq!(
+        store.snapshots_of(&a.id).await.expect("list"),
+        vec![earlier]
+    );
+    store
+        .insert_snapshot(&snapshot(&a, "v1", 5_000))
+        .await
+        .expect("the name is free again");
+}
+
+/// Deleting a workspace deletes its snapshots, and nobody else's.
+pub async fn deleting_a_workspace_deletes_its_snapshots(store: &dyn Store) {
+    let (a, b) = (workspace("a", 1_000), workspace("b", 1_000));
+    store.insert_workspace(&a).await.expect("insert a");
+    store.insert_workspace(&b).await.expect("insert b");
+    let of_a = snapshot(&a, "v1", 2_000);
+    let of_b = snapshot(&b, "v1", 2_000);
+    store.insert_snapshot(&of_a).await.expect("snapshot a");
+    store.insert_snapshot(&of_b).await.expect("snapshot b");
+
+    assert!(store.delete_workspace(&a.id).await.expect("delete"));
+    assert!(!store.delete_workspace(&a.id).await.expect("delete again"));
+    assert_eq!(store.workspace(&a.id).await.expect("get"), None);
+    assert_eq!(store.snapshot(&of_a.id).await.expect("get"), None);
+    assert_eq!(store.snapshots_of(&a.id).await.expect("list"), vec![]);
+    assert_eq!(store.snapshots_of(&b.id).await.expect("list"), vec![of_b]);
+    store
+        .insert_workspace(&workspace("a", 3_000))
+        .await
+        .expect("the name is free again");
+}
+
+/// `sandboxes_using` finds `/workspace` and mount users; a used workspace is not deleted.
+pub async fn workspaces_in_use_are_kept(store: &dyn Store) {
+    let (data, tools, idle) = (
+        workspace("data", 1_000),
+        workspace("tools", 1_000),
+        workspace("idle", 1_000),
+    );
+    for ws in [&data, &tools, &idle] {
+        store.insert_workspace(ws).await.expect("insert workspace");
+    }
+    let writer = sandbox(
+        "writer",
+        2_000,
+        Some(&data),
+        vec![mount(&tools, "/mnt/tools", true)],
+    );
+    let reader = sandbox(
+        "reader",
+        3_000,
+        Some(&tools),
+        vec![mount(&data, "/mnt/data", true)],
+    );
+    let both = sandbox(
+        "both",
+        4_000,
+        None,
+        vec![
+            mount(&data, "/mnt/ro", true),
+            mount(&data, "/mnt/rw", false),
+        ],
+    );
+    for s in [&writer, &reader, &both] {
+        store.insert_sandbox(s).await.expect("insert sandbox");
+    }
+    assert_eq!(
+        store.sandbox(&both.id).await.expect("get"),
+        Some(both.clone()),
+        "workspace and mounts round-trip"
+    );
+
+    assert_eq!(
+        store.sandboxes_using(&data.id).await.expect("users"),
+        vec![
+            (writer.id.clone(), false),
+            (reader.id.clone(), true),
+            (both.id.clone(), false),
+        ]
+    );
+    assert_eq!(
+        store.sandboxes_using(&tools.id).await.expect("users"),
+        vec![(writer.id.clone(), true), (reader.id.clone(), false)]
+    );
+    assert_eq!(
+        store.sandboxes_using(&idle.id).await.expect("users"),
+        vec![]
+    );
+
+    let err = store.delete_workspace(&data.id).await.expect_err("in use");
+    match &err {
+        StoreError::WorkspaceInUse { id, sandboxes } => {
+            assert_eq!(id, &data.id);
+            assert_eq!(
+                sandboxes,
+                &vec![writer.id.clone(), reader.id.clone(), both.id.clone()]
+            );
+        }
+        other => panic!("expected WorkspaceInUse, got {other:?}"),
+    }
+    assert!(err.to_string().contains(writer.id.as_str()), "{err}");
+    assert!(store.workspace(&data.id).await.expect("get").is_some());
+
+    for s in [&writer, &reader, &both] {
+        assert!(store.delete_sandbox(&s.id).await.expect("delete sandbox"));
+    }
+    assert!(store.delete_workspace(&data.id).await.expect("delete"));
+    assert!(store.delete_workspace(&idle.id).await.expect("delete"));
+}
+
+/// A sandbox naming an unrecorded workspace, as `/workspace` or in a mount, is refused.
+pub async fn sandboxes_need_recorded_workspaces(store: &dyn Store) {
+    let known = workspace("known", 1_000);
+    store.insert_workspace(&known).await.expect("insert");
+    let unknown = workspace("unknown", 1_000);
+    for s in [
+        sandbox("a", 2_000, Some(&unknown), vec![]),
+        sandbox(
+            "b",
+            2_000,
+            Some(&known),
+            vec![mount(&unknown, "/mnt/x", true)],
+        ),
+    ] {
+        let err = store
+            .insert_sandbox(&s)
+            .await
+            .expect_err("unknown workspace");
+        assert!(
+            matches!(err, StoreError::WorkspaceNotFound { ref id } if id == &unknown.id),
+            "{err:?}"
+        );
+    }
+    assert_eq!(store.list_sandboxes().await.expect("list"), vec![]);
+    let legacy = sandbox("legacy", 2_000, None, vec![]);
+    store
+        .insert_sandbox(&legacy)
+        .await
+        .expect("no workspace at all");
+    assert_eq!(store.sandbox(&legacy.id).await.expect("get"), Some(legacy));
+}
