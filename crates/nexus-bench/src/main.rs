@@ -133,6 +133,8 @@ async fn measure_nexus(
         "exec `true` through the API and nexusctl, {n} times each"
     ));
     operations.extend(measure::exec_true(lab, daemon, bins, n).await);
+    progress(&format!("pause and resume, {n} times each"));
+    operations.extend(measure::pause_resume(lab, n).await);
     progress(&format!("idle memory of {} sandboxes", plan.idle));
     let (idle_ops, idle) = measure::idle_memory(lab, daemon.pid(), plan.idle).await;
     operations.extend(idle_ops);

@@ -1,5 +1,5 @@
 //! The Nexus side of the benchmark: create→running, delete, exec of `true` through the
-//! API and through `nexusctl`, idle memory per sandbox, and many sandboxes at once.
+//! API and through `nexusctl`, pause and resume, idle memory per sandbox, and many sandboxes at once.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -82,6 +82,46 @@ pub async fn exec_true(lab: &Lab, daemon: &Daemon, bins: &Binaries, n: usize) ->
     [
         Operation::measured(names[0], Group::Nexus, api),
         Operation::measured(names[1], Group::Nexus, cli),
+    ]
+}
+
+/// `pause` and `resume` through the API, alternately, on one running sandbox with a
+/// process in it.
+pub async fn pause_resume(lab: &Lab, n: usize) -> [Operation; 2] {
+    let names = ["pause", "resume"];
+    let target = match lab.create_running().await {
+        Ok(info) => info,
+        Err(e) => {
+            let reason = format!("cannot create the sandbox to pause: {e:#}");
+            return names.map(|name| Operation::skipped(name, Group::Nexus, reason.clone()));
+        }
+    };
+    let mut pause = Samples::default();
+    let mut resume = Samples::default();
+    for _ in 0..n {
+        let start = Instant::now();
+        let result = lab
+            .client
+            .pause_sandbox(&target.id)
+            .await
+            .map_err(anyhow::Error::from);
+        if pause.record(start.elapsed(), result).is_none() {
+            break;
+        }
+        let start = Instant::now();
+        let result = lab
+            .client
+            .resume_sandbox(&target.id)
+            .await
+            .map_err(anyhow::Error::from);
+        if resume.record(start.elapsed(), result).is_none() {
+            break;
+        }
+    }
+    let _ = lab.delete(&target.id).await;
+    [
+        Operation::measured(names[0], Group::Nexus, pause),
+        Operation::measured(names[1], Group::Nexus, resume),
     ]
 }
 
