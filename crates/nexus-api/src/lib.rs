@@ -5,18 +5,24 @@
 
 pub mod error;
 pub mod exec;
+pub mod files;
 pub mod process;
 pub mod sandbox;
 pub mod system;
+pub mod workspace;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use exec::{ExecEvent, ExecRequest, ExecResult, ExitStatus, OutputEncoding};
 pub use process::{OutputLine, ProcessInfo, ProcessList, SignalRequest, StartProcessRequest};
 pub use sandbox::{
-    CreateSandboxRequest, IsolationReport, LimitReport, LimitsBody, SandboxInfo, SandboxList,
-    SandboxUsage,
+    CreateSandboxRequest, IsolationReport, LimitReport, LimitsBody, MountBody, SandboxInfo,
+    SandboxList, SandboxUsage,
 };
 pub use system::{DaemonPaths, DaemonStatus, DatabaseHealth, DatabaseStatus, Health, HealthStatus};
+pub use workspace::{
+    CreateSnapshotRequest, CreateWorkspaceRequest, ForkSandboxRequest, ForkWorkspaceRequest,
+    RestoreRequest, SnapshotInfo, SnapshotList, WorkspaceInfo, WorkspaceList, WorkspaceUser,
+};
 
 /// The API version prefix every versioned route lives under.
 pub const API_PREFIX: &str = "/v1";

@@ -36,6 +36,27 @@ pub struct CreateSandboxRequest {
     /// Start it right away [default: true].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<bool>,
+    /// Workspace mounted read-write at `/workspace`, by id or name: an existing one
+    /// (that no other sandbox writes), or a new one made under this name. Kept when the
+    /// sandbox is deleted. Omitted: a fresh workspace deleted with the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "project-a")]
+    pub workspace: Option<String>,
+    /// Other workspaces mounted read-only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountBody>,
+}
+
+/// A workspace mounted read-only into a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MountBody {
+    /// The workspace, by id or name.
+    #[schema(example = "datasets")]
+    pub workspace: String,
+    /// Absolute path inside the sandbox (not `/`, `/workspace`, or under `/proc`, `/sys`, `/dev`).
+    #[schema(example = "/mnt/datasets")]
+    pub path: String,
 }
 
 /// Resource limits of a sandbox; an absent field means no limit of that kind.
@@ -67,7 +88,7 @@ pub struct SandboxInfo {
     pub image: String,
     /// Isolation driver: `bwrap` or `host`.
     pub driver: String,
-    /// `created`, `starting`, `running`, `stopping`, `stopped` or `crashed`.
+    /// `created`, `starting`, `running`, `paused`, `stopping`, `stopped` or `crashed`.
     pub state: String,
     /// Why it crashed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,6 +102,13 @@ pub struct SandboxInfo {
     /// Seconds after start when it is stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
+    /// Id of its workspace (mounted read-write at `/workspace`); absent only for
+    /// sandboxes made before workspaces existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// Other workspaces mounted read-only (by id).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountBody>,
     /// Creation time, RFC 3339.
     pub created_at: String,
     /// Last state change, RFC 3339.

@@ -79,7 +79,7 @@ impl Lab {
     /// Deletes a sandbox, running or not.
     pub async fn delete(&self, id: &str) -> anyhow::Result<()> {
         self.client
-            .delete_sandbox(id, true)
+            .delete_sandbox(id, true, false)
             .await
             .with_context(|| format!("delete of {id} failed"))
     }

@@ -1,5 +1,8 @@
 //! Typed Rust client of the Nexus HTTP API, shared by `nexusctl` and the MCP bridge.
 
+mod files;
+mod workspaces;
+
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -10,6 +13,8 @@ use nexus_api::{
 };
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
+
+pub use files::{BodyError, ByteStream, ReadHead, WriteOptions};
 
 /// Errors of API calls, split so callers can give each its own advice.
 #[derive(Debug, thiserror::Error)]
@@ -176,8 +181,16 @@ impl Client {
     }
 
     /// `DELETE /v1/sandboxes/{id}`.
-    pub async fn delete_sandbox(&self, id: &str, force: bool) -> Result<(), ClientError> {
-        let url = self.url(&format!("/v1/sandboxes/{}?force={force}", segment(id)));
+    pub async fn delete_sandbox(
+        &self,
+        id: &str,
+        force: bool,
+        keep_workspace: bool,
+    ) -> Result<(), ClientError> {
+        let url = self.url(&format!(
+            "/v1/sandboxes/{}?force={force}&keep_workspace={keep_workspace}",
+            segment(id)
+        ));
         let response = self.send(self.authed(self.http.delete(url))).await?;
         let status = response.status();
         if status.is_success() {

@@ -1,6 +1,7 @@
 //! The `Driver` trait: how a sandbox is isolated and started. The bubblewrap and host
 //! drivers implement it now, a microVM driver later; the service above never knows which.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,6 +25,26 @@ pub struct Started {
     pub runtime: String,
     /// The isolation actually in force.
     pub isolation: Isolation,
+}
+
+/// The host directories a sandbox mounts, resolved by the service from its workspaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxMounts {
+    /// The workspace tree mounted read-write at `/workspace` (and the host driver's cwd).
+    /// `None` only for sandboxes recorded before workspaces existed: they keep the
+    /// driver's private directory.
+    pub workspace: Option<PathBuf>,
+    /// Trees of other workspaces, mounted read-only.
+    pub read_only: Vec<ReadOnlyMount>,
+}
+
+/// A tree of another workspace, mounted read-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOnlyMount {
+    /// The tree on the host.
+    pub source: PathBuf,
+    /// The absolute path inside the sandbox (validated by `WorkspaceMount::validate`).
+    pub target: String,
 }
 
 /// The isolation a running sandbox really has.
@@ -147,7 +168,11 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
 
     /// Starts the sandbox's processes (its agent first). On failure, everything made on
     /// the way is removed before returning.
-    async fn start(&self, sandbox: &Sandbox) -> Result<Started, DriverError>;
+    async fn start(
+        &self,
+        sandbox: &Sandbox,
+        mounts: &SandboxMounts,
+    ) -> Result<Started, DriverError>;
 
     /// Opens a stream to the agent of a started sandbox.
     async fn connect(&self, sandbox: &Sandbox, runtime: &str) -> Result<AgentStream, DriverError>;

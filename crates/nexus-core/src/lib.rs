@@ -9,6 +9,7 @@ pub mod driver;
 pub mod paths;
 pub mod sandbox;
 pub mod service;
+pub mod storage;
 pub mod store;
 pub mod workspace;
 
@@ -16,8 +17,14 @@ pub mod workspace;
 pub mod testing;
 
 pub use clock::{Clock, SystemClock, Timestamp};
-pub use driver::{AgentStream, Driver, DriverError, Isolation, LimitEnforcement, Started, Usage};
+pub use driver::{
+    AgentStream, Driver, DriverError, Isolation, LimitEnforcement, ReadOnlyMount, SandboxMounts,
+    Started, Usage,
+};
 pub use sandbox::{DriverKind, Limits, Sandbox, SandboxId, SandboxName, SandboxSpec, SandboxState};
+pub use storage::{
+    KnownWorkspace, QuotaStatus, StorageBackend, StorageFault, StorageFaultKind, WorkspaceStorage,
+};
 pub use store::{DatabaseInfo, RuntimeUpdate, Store, StoreError, Transition};
 pub use workspace::{
     Snapshot, SnapshotId, SnapshotName, Workspace, WorkspaceId, WorkspaceMount, WorkspaceName,

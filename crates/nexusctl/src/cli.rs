@@ -54,6 +54,12 @@ pub enum Command {
     /// Background processes in a sandbox: start, list, logs, wait, kill.
     #[command(subcommand)]
     Process(ProcessCommand),
+    /// Persistent workspaces: create, list, inspect, delete, snapshot, restore, fork.
+    #[command(subcommand, alias = "ws")]
+    Workspace(WorkspaceCommand),
+    /// Files of a running sandbox: cat, write, ls, stat, rm, mkdir, mv, cp, watch.
+    #[command(subcommand)]
+    Fs(FsCommand),
     /// Print a shell completion script, e.g. `nexusctl completion bash > ~/.local/share/bash-completion/completions/nexusctl`.
     Completion {
         /// The shell to complete for.
@@ -86,7 +92,7 @@ impl From<CompletionShell> for Shell {
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
     /// Create a sandbox (and start it, unless --no-start).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List sandboxes.
     #[command(alias = "ls")]
     List,
@@ -115,6 +121,14 @@ pub enum SandboxCommand {
         /// Sandbox name or id.
         sandbox: String,
     },
+    /// Start a copy of a sandbox on a snapshot of its workspace (files, not memory).
+    Fork {
+        /// Sandbox name or id.
+        sandbox: String,
+        /// Name of the new sandbox.
+        #[arg(long = "as", value_name = "NEW")]
+        new_name: String,
+    },
     /// Delete a sandbox and every trace of it.
     #[command(alias = "rm")]
     Delete {
@@ -123,6 +137,76 @@ pub enum SandboxCommand {
         /// Delete it even if it is running.
         #[arg(long, short)]
         force: bool,
+        /// Keep the workspace made for it, as a workspace of its own.
+        #[arg(long)]
+        keep_workspace: bool,
+    },
+}
+
+/// `nexusctl workspace ...`
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create an empty workspace.
+    Create {
+        /// Name [default: generated].
+        name: Option<String>,
+        /// Disk quota in MiB (enforced on btrfs with quotas on; reported otherwise).
+        #[arg(long, value_name = "MIB")]
+        quota: Option<u64>,
+        /// Label, KEY=VALUE (repeatable).
+        #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        labels: Vec<(String, String)>,
+    },
+    /// List workspaces with their sizes.
+    #[command(alias = "ls")]
+    List,
+    /// Show everything about a workspace.
+    Inspect {
+        /// Workspace name or id.
+        workspace: String,
+    },
+    /// Delete a workspace and its snapshots (refused while sandboxes use it).
+    #[command(alias = "rm")]
+    Delete {
+        /// Workspace name or id.
+        workspace: String,
+    },
+    /// Take a read-only snapshot of a workspace.
+    Snapshot {
+        /// Workspace name or id.
+        workspace: String,
+        /// Snapshot name [default: from the time].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List a workspace's snapshots.
+    Snapshots {
+        /// Workspace name or id.
+        workspace: String,
+    },
+    /// Delete one snapshot.
+    DeleteSnapshot {
+        /// Workspace name or id.
+        workspace: String,
+        /// Snapshot name or id.
+        snapshot: String,
+    },
+    /// Roll a workspace back to a snapshot, in place (a running sandbox on it restarts).
+    Restore {
+        /// Workspace name or id.
+        workspace: String,
+        /// Snapshot name or id.
+        snapshot: String,
+    },
+    /// Make a new, independent workspace from a snapshot.
+    Fork {
+        /// Workspace name or id.
+        workspace: String,
+        /// Snapshot name or id.
+        snapshot: String,
+        /// Name of the new workspace.
+        #[arg(long = "as", value_name = "NEW")]
+        new_name: String,
     },
 }
 
@@ -156,6 +240,13 @@ pub struct SandboxShape {
     /// Stop the sandbox after this long, e.g. 30m.
     #[arg(long, value_parser = parse_duration)]
     pub ttl: Option<std::time::Duration>,
+    /// Workspace at /workspace, by name or id: an existing one, or a new one made under
+    /// this name; it outlives the sandbox [default: a fresh one deleted with it].
+    #[arg(long, value_name = "NAME")]
+    pub workspace: Option<String>,
+    /// Mount another workspace read-only, WORKSPACE:/path (repeatable).
+    #[arg(long = "mount", value_name = "WORKSPACE:/PATH", value_parser = parse_mount)]
+    pub mounts: Vec<(String, String)>,
 }
 
 /// `nexusctl sandbox create`.
@@ -206,6 +297,17 @@ pub struct RunArgs {
     pub shape: SandboxShape,
     #[command(flatten)]
     pub command: CommandArgs,
+}
+
+fn parse_mount(text: &str) -> Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((workspace, path)) if !workspace.is_empty() && path.starts_with('/') => {
+            Ok((workspace.to_owned(), path.to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?} is not WORKSPACE:/PATH, e.g. datasets:/mnt/datasets"
+        )),
+    }
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
@@ -272,4 +374,118 @@ pub enum ProcessCommand {
         #[arg(long, short, default_value_t = 15)]
         signal: i32,
     },
+}
+
+/// `nexusctl fs ...`: paths inside the sandbox are absolute or relative to /workspace.
+#[derive(Debug, Subcommand)]
+pub enum FsCommand {
+    /// Print a file's bytes (or a byte range of it).
+    Cat {
+        /// Sandbox name or id.
+        sandbox: String,
+        /// File in the sandbox.
+        path: String,
+        /// First byte.
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// Most bytes [default: to the end].
+        #[arg(long)]
+        length: Option<u64>,
+    },
+    /// Write stdin to a file (an atomic replace unless --append).
+    Write {
+        /// Sandbox name or id.
+        sandbox: String,
+        /// File in the sandbox.
+        path: String,
+        /// Append instead of replacing.
+        #[arg(long, short)]
+        append: bool,
+        /// Create missing parent directories.
+        #[arg(long, short)]
+        parents: bool,
+        /// Permission bits in octal, e.g. 644.
+        #[arg(long, value_parser = parse_octal_mode)]
+        mode: Option<u32>,
+    },
+    /// List a directory.
+    #[command(alias = "list")]
+    Ls {
+        /// Sandbox name or id.
+        sandbox: String,
+        /// Directory in the sandbox.
+        #[arg(default_value = "/workspace")]
+        path: String,
+        /// Levels to descend (1 = direct children).
+        #[arg(long, default_value_t = 1)]
+        depth: u32,
+    },
+    /// Show paths' metadata, with the SHA-256 of files up to 64 MiB.
+    Stat {
+        /// Sandbox name or id.
+        sandbox: String,
+        /// Paths in the sandbox.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Remove a file, symlink or (with -r) a directory tree.
+    Rm {
+        /// Sandbox name or id.
+        sandbox: String,
+        /// Path in the sandbox.
+        path: String,
+        /// Remove a non-empty directory with its content.
+        #[arg(long, short)]
+        recursive: bool,
+    },
+    /// Make a directory.
+    Mkdir {
+        /// Sandbox name or id.
+        sandbox: String,
+        /// Directory in the sandbox.
+        path: String,
+        /// Create missing parents; an existing directory is fine.
+        #[arg(long, short)]
+        parents: bool,
+    },
+    /// Rename a path inside the sandbox.
+    Mv {
+        /// Sandbox name or id.
+        sandbox: String,
+        /// What to move.
+        from: String,
+        /// Where to.
+        to: String,
+        /// Replace an existing destination.
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Copy a file or directory between this host and a sandbox: one side is
+    /// SANDBOX:/path, the other a host path. The copy lands inside DST, which is a
+    /// directory (created when missing): `fs cp ./src web:/workspace` makes
+    /// /workspace/src.
+    Cp {
+        /// Source: a host path, or SANDBOX:/path.
+        src: String,
+        /// Destination directory: SANDBOX:/path, or a host path.
+        dst: String,
+    },
+    /// Print changes under a path (one line each) until interrupted.
+    Watch {
+        /// Sandbox name or id.
+        sandbox: String,
+        /// Directory (or file) in the sandbox.
+        #[arg(default_value = "/workspace")]
+        path: String,
+        /// Watch subdirectories too.
+        #[arg(long, short)]
+        recursive: bool,
+    },
+}
+
+fn parse_octal_mode(text: &str) -> Result<u32, String> {
+    match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+        Ok(mode) if mode <= 0o7777 => Ok(mode),
+        _ => Err(format!("{text:?} is not octal permission bits such as 644")),
+    }
 }

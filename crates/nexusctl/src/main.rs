@@ -64,6 +64,10 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         Command::Process(command) => {
             commands::process::run(&connect(&cli.global)?, command, out).await
         }
+        Command::Fs(command) => commands::fs::run(&connect(&cli.global)?, command, out).await,
+        Command::Workspace(command) => {
+            commands::workspace::run(&connect(&cli.global)?, command, out).await
+        }
     }
 }
 

@@ -63,15 +63,28 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
         .context("the store-opening task panicked")??;
     let store: Arc<dyn Store> = Arc::new(store);
     let (token, source) = token::load_or_create(config.token.as_deref(), &config.token_file)?;
+    let data_dir = config.data_dir.clone();
+    let storage = tokio::task::spawn_blocking(move || crate::storage::DiskStorage::open(&data_dir))
+        .await
+        .context("the storage-opening task panicked")??;
     let sandboxes = Arc::new(SandboxService::new(
         store.clone(),
         crate::drivers::build(config, &agent_path)?,
+        Arc::new(storage),
         Arc::new(SystemClock),
         ServiceConfig {
             allow_host_driver: config.allow_host_driver,
             ..ServiceConfig::default()
         },
     ));
+    // Leftovers of operations a crash interrupted go first, so nothing half-made is seen.
+    let swept = sandboxes
+        .recover_storage()
+        .await
+        .context("cannot recover the workspace storage")?;
+    if swept > 0 {
+        tracing::info!(swept, "removed workspace storage of interrupted operations");
+    }
     // Sandboxes that outlived the previous daemon are adopted before anything is served.
     let adopted = sandboxes
         .adopt()

@@ -8,6 +8,7 @@ pub mod drivers;
 pub mod http;
 pub mod logging;
 pub mod state;
+pub mod storage;
 pub mod token;
 
 pub use config::Config;

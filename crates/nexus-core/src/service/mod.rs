@@ -13,13 +13,20 @@ use crate::driver::{Driver, DriverError, Isolation};
 use crate::sandbox::{
     DriverKind, Limits, Sandbox, SandboxId, SandboxName, SandboxSpec, SandboxState,
 };
+use crate::storage::{QuotaStatus, StorageFault, WorkspaceStorage};
 use crate::store::{RuntimeUpdate, Store, StoreError, Transition};
+use crate::workspace::{Workspace, WorkspaceId};
 
 mod maintenance;
 mod pause;
 mod processes;
 #[cfg(test)]
 mod tests;
+mod workspaces;
+#[cfg(test)]
+mod workspaces_tests;
+
+pub use workspaces::{CreateWorkspace, WorkspaceView};
 
 /// The only image that exists until images land: the host's own `/`, read-only.
 pub const HOST_IMAGE: &str = "host";
@@ -70,6 +77,21 @@ pub struct CreateSandbox {
     pub ttl_seconds: Option<u64>,
     /// Start it right away.
     pub start: bool,
+    /// The workspace to mount read-write at `/workspace`, by id or name: an existing one,
+    /// or a new one made under that name (and kept after the sandbox). `None`: a fresh
+    /// workspace owned by the sandbox and deleted with it.
+    pub workspace: Option<String>,
+    /// Other workspaces (by id or name) mounted read-only, and where.
+    pub mounts: Vec<MountRequest>,
+}
+
+/// A read-only mount of another workspace, as requested.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountRequest {
+    /// The workspace, by id or name.
+    pub workspace: String,
+    /// The absolute path inside the sandbox.
+    pub path: String,
 }
 
 /// A sandbox plus what only a running one has.
@@ -133,6 +155,21 @@ pub enum ServiceError {
     /// The sandbox's state does not allow this.
     #[error("{0}")]
     Conflict(String),
+    /// No workspace has this id or name.
+    #[error("no workspace {0:?}; `nexusctl workspace list` shows the existing ones")]
+    WorkspaceNotFound(String),
+    /// The workspace name is in use.
+    #[error("a workspace named {0:?} already exists; choose another name or delete that one")]
+    WorkspaceNameTaken(String),
+    /// The workspace is used in a way that does not allow this; the message says by whom.
+    #[error("{0}")]
+    WorkspaceInUse(String),
+    /// The workspace has no such snapshot.
+    #[error("{0}")]
+    SnapshotNotFound(String),
+    /// Workspace storage failed.
+    #[error(transparent)]
+    Storage(StorageFault),
     /// The driver cannot be used here.
     #[error(transparent)]
     DriverUnavailable(DriverError),
@@ -158,6 +195,12 @@ impl From<StoreError> for ServiceError {
             } => Self::Conflict(format!(
                 "sandbox {id} changed state meanwhile: expected {expected}, found {found}; retry"
             )),
+            StoreError::WorkspaceNameTaken { name } => Self::WorkspaceNameTaken(name),
+            StoreError::WorkspaceNotFound { id } => Self::WorkspaceNotFound(id.to_string()),
+            StoreError::WorkspaceInUse { .. } => Self::WorkspaceInUse(err.to_string()),
+            StoreError::SnapshotNameTaken { .. } | StoreError::GenerationChanged { .. } => {
+                Self::Conflict(err.to_string())
+            }
             other => Self::Store(other),
         }
     }
@@ -168,9 +211,11 @@ impl From<StoreError> for ServiceError {
 pub struct SandboxService {
     store: Arc<dyn Store>,
     drivers: HashMap<DriverKind, Arc<dyn Driver>>,
+    storage: Arc<dyn WorkspaceStorage>,
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
     agents: Mutex<HashMap<SandboxId, AgentClient>>,
+    quotas: Mutex<HashMap<WorkspaceId, QuotaStatus>>,
     isolation: Mutex<HashMap<SandboxId, Isolation>>,
     /// One lifecycle operation per sandbox at a time.
     locks: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
@@ -181,15 +226,18 @@ impl SandboxService {
     pub fn new(
         store: Arc<dyn Store>,
         drivers: Vec<Arc<dyn Driver>>,
+        storage: Arc<dyn WorkspaceStorage>,
         clock: Arc<dyn Clock>,
         config: ServiceConfig,
     ) -> Self {
         Self {
             store,
             drivers: drivers.into_iter().map(|d| (d.kind(), d)).collect(),
+            storage,
             clock,
             config,
             agents: Mutex::default(),
+            quotas: Mutex::default(),
             isolation: Mutex::default(),
             locks: Mutex::default(),
         }
@@ -198,14 +246,42 @@ impl SandboxService {
     /// Validates a request, records the sandbox and, when asked, starts it. Nothing is
     /// left behind when any step fails.
     pub async fn create(&self, request: CreateSandbox) -> Result<SandboxView, ServiceError> {
-        let spec = self.validate(request.clone())?;
+        self.create_with(request, SandboxId::generate(), None).await
+    }
+
+    /// [`Self::create`] with the id chosen, and optionally a workspace already made for
+    /// the sandbox (owned by `id`; deleted if the create fails).
+    async fn create_with(
+        &self,
+        request: CreateSandbox,
+        id: SandboxId,
+        prepared: Option<Workspace>,
+    ) -> Result<SandboxView, ServiceError> {
+        let mut spec = match self.validate(request.clone()) {
+            Ok(spec) => spec,
+            Err(err) => {
+                if let Some(workspace) = &prepared {
+                    self.discard_workspace(workspace).await;
+                }
+                return Err(err);
+            }
+        };
         let driver = self.driver(spec.driver)?;
         driver
             .check_available()
             .map_err(ServiceError::DriverUnavailable)?;
         let now = self.clock.now();
+        spec.mounts = self.resolve_mounts(&request.mounts).await?;
+        let (workspace, made) = match prepared {
+            Some(workspace) => (workspace, true),
+            None => {
+                self.attach_workspace(request.workspace.as_deref(), &id, &spec.name)
+                    .await?
+            }
+        };
+        spec.workspace = Some(workspace.id.clone());
         let sandbox = Sandbox {
-            id: SandboxId::generate(),
+            id,
             spec,
             state: SandboxState::Created,
             crash_reason: None,
@@ -214,8 +290,13 @@ impl SandboxService {
             started_at: None,
             runtime: None,
         };
-        self.store.insert_sandbox(&sandbox).await?;
-        tracing::info!(sandbox_id = %sandbox.id, name = %sandbox.spec.name, driver = %sandbox.spec.driver, "sandbox created");
+        if let Err(err) = self.store.insert_sandbox(&sandbox).await {
+            if made {
+                self.discard_workspace(&workspace).await;
+            }
+            return Err(err.into());
+        }
+        tracing::info!(sandbox_id = %sandbox.id, name = %sandbox.spec.name, driver = %sandbox.spec.driver, workspace = %workspace.name, "sandbox created");
         if !request.start {
             return Ok(SandboxView {
                 sandbox,
@@ -231,6 +312,8 @@ impl SandboxService {
                 }
                 if let Err(e) = self.store.delete_sandbox(&sandbox.id).await {
                     tracing::warn!(sandbox_id = %sandbox.id, error = %e, "cannot remove the record of a failed create");
+                } else if made {
+                    self.discard_workspace(&workspace).await;
                 }
                 Err(err)
             }
@@ -280,8 +363,15 @@ impl SandboxService {
         }
     }
 
-    /// Deletes a sandbox and every trace of it. A running one needs `force`.
-    pub async fn delete(&self, id_or_name: &str, force: bool) -> Result<(), ServiceError> {
+    /// Deletes a sandbox and every trace of it. A running one needs `force`. The
+    /// workspace made for it goes too unless `keep_workspace`; a workspace it was given
+    /// by name always stays.
+    pub async fn delete(
+        &self,
+        id_or_name: &str,
+        force: bool,
+        keep_workspace: bool,
+    ) -> Result<(), ServiceError> {
         let sandbox = self.find(id_or_name).await?;
         let lock = self.lock(&sandbox.id);
         let _guard = lock.lock().await;
@@ -307,6 +397,7 @@ impl SandboxService {
             .map_err(ServiceError::Driver)?;
         self.store.delete_sandbox(&sandbox.id).await?;
         self.forget_runtime(&sandbox.id);
+        self.release_workspace(&sandbox, keep_workspace).await;
         self.locks
             .lock()
             .expect("lock map is never poisoned")
@@ -389,7 +480,8 @@ impl SandboxService {
         let sandbox = self
             .transition(&sandbox, SandboxState::Starting, None, RuntimeUpdate::Keep)
             .await?;
-        let started = match driver.start(&sandbox).await {
+        let mounts = self.mounts(&sandbox).await?;
+        let started = match driver.start(&sandbox, &mounts).await {
             Ok(started) => started,
             Err(err) => {
                 self.transition(

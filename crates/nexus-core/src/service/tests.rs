@@ -6,34 +6,60 @@ use super::{CreateSandbox, SandboxService, ServiceConfig, ServiceError};
 use crate::clock::Timestamp;
 use crate::sandbox::SandboxState;
 use crate::store::Store;
-use crate::testing::{FakeClock, FakeDriver, MemoryStore};
+use crate::testing::{FakeClock, FakeDriver, FakeStorage, MemoryStore};
 
-struct World {
-    store: Arc<MemoryStore>,
-    driver: Arc<FakeDriver>,
-    clock: Arc<FakeClock>,
-    service: SandboxService,
+pub(super) struct World {
+    pub(super) store: Arc<MemoryStore>,
+    pub(super) driver: Arc<FakeDriver>,
+    pub(super) storage: Arc<FakeStorage>,
+    pub(super) clock: Arc<FakeClock>,
+    pub(super) service: SandboxService,
 }
 
-fn world() -> World {
+impl World {
+    /// Where the fake storage keeps a tree.
+    pub(super) fn storage_tree(
+        &self,
+        ws: &crate::workspace::WorkspaceId,
+        generation: u64,
+    ) -> std::path::PathBuf {
+        crate::storage::WorkspaceStorage::tree_path(self.storage.as_ref(), ws, generation)
+    }
+
+    /// A new service over the same store, driver and storage: a restarted daemon.
+    pub(super) fn restarted(&self) -> SandboxService {
+        SandboxService::new(
+            self.store.clone(),
+            vec![self.driver.clone()],
+            self.storage.clone(),
+            self.clock.clone(),
+            ServiceConfig::default(),
+        )
+    }
+}
+
+pub(super) fn world() -> World {
     let store = Arc::new(MemoryStore::default());
     let driver = Arc::new(FakeDriver::default());
+    let storage = Arc::new(FakeStorage::default());
     let clock = Arc::new(FakeClock::new(Timestamp(1_000_000)));
     let service = SandboxService::new(
         store.clone(),
         vec![driver.clone()],
+        storage.clone(),
         clock.clone(),
         ServiceConfig::default(),
     );
     World {
         store,
         driver,
+        storage,
         clock,
         service,
     }
 }
 
-fn request(name: &str) -> CreateSandbox {
+pub(super) fn request(name: &str) -> CreateSandbox {
     CreateSandbox {
         name: Some(name.into()),
         start: true,
@@ -130,9 +156,13 @@ async fn stop_asks_the_agent_first_then_the_driver() {
 async fn a_running_sandbox_needs_force_to_be_deleted() {
     let w = world();
     w.service.create(request("web")).await.expect("create");
-    let err = w.service.delete("web", false).await.expect_err("running");
+    let err = w
+        .service
+        .delete("web", false, false)
+        .await
+        .expect_err("running");
     assert!(matches!(err, ServiceError::Conflict(_)), "{err:?}");
-    w.service.delete("web", true).await.expect("forced");
+    w.service.delete("web", true, false).await.expect("forced");
     assert!(matches!(
         w.service.get("web").await,
         Err(ServiceError::NotFound(_))
@@ -156,12 +186,7 @@ async fn adopt_keeps_the_living_and_marks_the_dead_crashed() {
         .sandbox;
     w.driver.kill(&dead.id);
     // A new service over the same store and driver: a restarted daemon.
-    let restarted = SandboxService::new(
-        w.store.clone(),
-        vec![w.driver.clone()],
-        w.clock.clone(),
-        ServiceConfig::default(),
-    );
+    let restarted = w.restarted();
     assert_eq!(restarted.adopt().await.expect("adopt"), 1);
     let alive = w
         .store
@@ -352,7 +377,7 @@ async fn only_running_sandboxes_pause_and_a_paused_one_is_thawed_to_stop() {
     w.service.pause("busy").await.expect("pause");
     assert!(matches!(
         w.service
-            .delete("busy", false)
+            .delete("busy", false, false)
             .await
             .expect_err("needs force"),
         ServiceError::Conflict(_)
@@ -380,12 +405,7 @@ async fn a_restarted_daemon_keeps_a_paused_sandbox_paused() {
         .expect("create")
         .sandbox;
     w.service.pause("frozen").await.expect("pause");
-    let restarted = SandboxService::new(
-        w.store.clone(),
-        vec![w.driver.clone()],
-        w.clock.clone(),
-        ServiceConfig::default(),
-    );
+    let restarted = w.restarted();
     assert_eq!(restarted.adopt().await.expect("adopt"), 1);
     let view = restarted.get("frozen").await.expect("get");
     assert_eq!(view.sandbox.state, SandboxState::Paused);

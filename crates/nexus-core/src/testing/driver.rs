@@ -15,7 +15,7 @@ use nexus_agent_proto::{
 };
 use tokio_util::codec::Framed;
 
-use crate::driver::{AgentStream, Driver, DriverError, Isolation, Started, Usage};
+use crate::driver::{AgentStream, Driver, DriverError, Isolation, SandboxMounts, Started, Usage};
 use crate::sandbox::{DriverKind, Sandbox, SandboxId};
 
 /// A driver whose sandboxes are records in memory.
@@ -25,6 +25,7 @@ pub struct FakeDriver {
     unavailable: AtomicBool,
     alive: Mutex<HashSet<SandboxId>>,
     paused: Mutex<HashSet<SandboxId>>,
+    mounts: Mutex<HashMap<SandboxId, SandboxMounts>>,
     calls: Mutex<Vec<String>>,
     terminations: Arc<Mutex<HashMap<SandboxId, usize>>>,
 }
@@ -43,6 +44,11 @@ impl FakeDriver {
     /// Kills a sandbox behind the service's back.
     pub fn kill(&self, id: &SandboxId) {
         self.alive.lock().expect("fake lock").remove(id);
+    }
+
+    /// What the sandbox was last started with.
+    pub fn mounts_of(&self, id: &SandboxId) -> Option<SandboxMounts> {
+        self.mounts.lock().expect("fake lock").get(id).cloned()
     }
 
     /// Whether the sandbox's processes are frozen.
@@ -89,8 +95,16 @@ impl Driver for FakeDriver {
         Ok(())
     }
 
-    async fn start(&self, sandbox: &Sandbox) -> Result<Started, DriverError> {
+    async fn start(
+        &self,
+        sandbox: &Sandbox,
+        mounts: &SandboxMounts,
+    ) -> Result<Started, DriverError> {
         self.record("start", &sandbox.id);
+        self.mounts
+            .lock()
+            .expect("fake lock")
+            .insert(sandbox.id.clone(), mounts.clone());
         if self.fail_start.load(Ordering::SeqCst) {
             return Err(DriverError::Start {
                 reason: "fake: told to fail".into(),

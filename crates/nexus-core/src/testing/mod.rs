@@ -8,8 +8,10 @@ use async_trait::async_trait;
 
 pub mod contract;
 mod driver;
+mod storage;
 
 pub use driver::FakeDriver;
+pub use storage::FakeStorage;
 
 use crate::clock::{Clock, Timestamp};
 use crate::sandbox::{Sandbox, SandboxId, SandboxName};

@@ -146,8 +146,9 @@ pub fn unreachable_ancestor(path: &Path, uid: u32) -> Option<PathBuf> {
 /// Whether `uid` may search directory `dir`.
 ///
 /// For our own uid the kernel answers (`access(X_OK)`, groups and ACLs included). For
-/// another uid (a sandbox's, which has no supplementary groups and its gid equal to its
-/// uid) the mode bits decide; ACLs are not consulted.
+/// another uid (a sandbox's, whose gid equals its uid) the mode bits decide; ACLs and
+/// supplementary groups are not consulted (a sandbox's only ones are those of the trees
+/// it mounts read-only, which grant nothing on the way to them).
 pub fn searchable_by(dir: &Path, uid: u32) -> bool {
     if uid == Uid::effective().as_raw() {
         return access(dir, AccessFlags::X_OK).is_ok();

@@ -10,10 +10,15 @@
 //!   size-limited `/dev/shm`), `/tmp` a size-limited tmpfs;
 //! - `/run` an empty read-only tmpfs (container-engine and D-Bus sockets live under the
 //!   host's), holding only the agent at [`AGENT_PATH`];
+//! - the [`ShadowDir`]s the read-only binds need (see [`mounts`]);
 //! - the masks ([`Mask`]): secrets replaced by empty read-only directories or by
-//!   `/dev/null`, mounted *before* the workspace, because the workspace itself lives in
-//!   a masked data directory;
-//! - the workspace, read-write at [`WORKSPACE_DIR`].
+//!   `/dev/null`, mounted *before* the workspace and the read-only binds, because those
+//!   live in a masked data directory and must show on top of the masks;
+//! - the workspace, read-write at [`WORKSPACE_DIR`];
+//! - the trees of other workspaces ([`ReadOnlyBind`]), read-only, after the workspace so
+//!   that a target under `/workspace` shows on top of it;
+//! - last, the read-only remounts of the shadows, `/run` and `/` (not recursive: the
+//!   binds keep their own flags).
 //!
 //! # Namespaces and privileges
 //!
@@ -40,6 +45,7 @@
 //! matters if bwrap were ever started privileged, and is kept so that it never does.
 
 mod masks;
+mod mounts;
 
 use std::ffi::OsString;
 use std::os::fd::RawFd;
@@ -49,6 +55,7 @@ pub use self::masks::{
     EntryKind, HOST_SECRETS, ImageRoot, Mask, RootEntry, resolve_masks, searchable_by,
     unreachable_ancestor,
 };
+pub use self::mounts::{ReadOnlyBind, ShadowDir, plan_shadows};
 
 /// The uid sandboxed processes have inside their user namespace.
 pub const SANDBOX_UID: u32 = 1000;
@@ -73,6 +80,11 @@ pub struct BwrapSpec {
     pub masks: Vec<Mask>,
     /// The host directory mounted read-write at [`WORKSPACE_DIR`].
     pub workspace: PathBuf,
+    /// Host trees bound read-only (other workspaces); targets neither equal nor nest.
+    pub read_only: Vec<ReadOnlyBind>,
+    /// Image directories recreated so the read-only targets can be made in them
+    /// ([`plan_shadows`]).
+    pub shadows: Vec<ShadowDir>,
     /// Size of `/tmp` (and of `/dev/shm`), in MiB.
     pub tmp_mib: u64,
     /// The sandbox's hostname.
@@ -119,6 +131,14 @@ pub enum SpecError {
     /// No command was given.
     #[error("the command is empty")]
     EmptyCommand,
+    /// A read-only mount cannot be placed at its target.
+    #[error("cannot mount a workspace read-only at {target}: {reason}")]
+    MountTarget {
+        /// The path inside the sandbox.
+        target: PathBuf,
+        /// Why not.
+        reason: String,
+    },
 }
 
 impl BwrapSpec {
@@ -140,6 +160,22 @@ impl BwrapSpec {
         }
         for mask in &self.masks {
             absolute("mask", mask.path())?;
+        }
+        for (i, bind) in self.read_only.iter().enumerate() {
+            absolute("read-only mount source", &bind.source)?;
+            mounts::validate_target(&bind.target)?;
+            let clash = self.read_only[..i].iter().find(|other| {
+                bind.target.starts_with(&other.target) || other.target.starts_with(&bind.target)
+            });
+            if let Some(other) = clash {
+                return Err(SpecError::MountTarget {
+                    target: bind.target.clone(),
+                    reason: format!("it overlaps the mount at {}", other.target.display()),
+                });
+            }
+        }
+        for shadow in &self.shadows {
+            absolute("shadowed directory", &shadow.path)?;
         }
         let host_char = |c: char| c.is_ascii_alphanumeric() || c == '-';
         if self.hostname.is_empty()
@@ -227,7 +263,31 @@ pub fn build_args(spec: &BwrapSpec, fds: SpecFds) -> Result<Vec<OsString>, SpecE
     if let Some(agent) = &spec.agent {
         args.push_os(["--ro-bind".into(), agent.into(), AGENT_PATH.into()]);
     }
-    args.push(["--remount-ro", "/run"]);
+
+    let mut shadows: Vec<&ShadowDir> = spec.shadows.iter().collect();
+    shadows.sort_by(|a, b| a.path.cmp(&b.path));
+    for shadow in &shadows {
+        let host = spec
+            .root
+            .path
+            .join(shadow.path.strip_prefix("/").unwrap_or(&shadow.path));
+        args.push_os(["--tmpfs".into(), shadow.path.clone().into()]);
+        for entry in &shadow.entries {
+            let inside = shadow.path.join(&entry.name);
+            match &entry.kind {
+                EntryKind::Dir | EntryKind::File => {
+                    args.push_os([
+                        "--ro-bind".into(),
+                        host.join(&entry.name).into(),
+                        inside.into(),
+                    ]);
+                }
+                EntryKind::Symlink(target) => {
+                    args.push_os(["--symlink".into(), target.into(), inside.into()]);
+                }
+            }
+        }
+    }
 
     // Top-level masks were handled with the image's entries.
     for mask in masks
@@ -250,7 +310,19 @@ pub fn build_args(spec: &BwrapSpec, fds: SpecFds) -> Result<Vec<OsString>, SpecE
         spec.workspace.clone().into(),
         WORKSPACE_DIR.into(),
     ]);
-    args.push(["--remount-ro", "/"]);
+    let mut read_only: Vec<&ReadOnlyBind> = spec.read_only.iter().collect();
+    read_only.sort_by(|a, b| a.target.cmp(&b.target));
+    for bind in read_only {
+        args.push_os([
+            "--ro-bind".into(),
+            bind.source.clone().into(),
+            bind.target.clone().into(),
+        ]);
+    }
+    for shadow in &shadows {
+        args.push_os(["--remount-ro".into(), shadow.path.clone().into()]);
+    }
+    args.push(["--remount-ro", "/run", "--remount-ro", "/"]);
     args.push(["--seccomp", &fds.seccomp.to_string()]);
     if let Some(info) = fds.info {
         args.push(["--info-fd", &info.to_string()]);
@@ -358,6 +430,8 @@ mod tests {
                 Mask::EmptyDir("/run/user/0/nexus".into()),
             ],
             workspace: "/var/lib/nexus/workspaces/sb-1".into(),
+            read_only: Vec::new(),
+            shadows: Vec::new(),
             tmp_mib: 64,
             hostname: "sb-1".into(),
             env: vec![("LANG".into(), "C.UTF-8".into())],
@@ -389,9 +463,9 @@ mod tests {
             "--symlink usr/bin /bin --ro-bind /etc /etc --dir /home --dir /root --ro-bind /usr /usr --ro-bind /var /var --ro-bind /vmlinuz /vmlinuz",
             "--proc /proc --dev /dev --remount-ro /dev --perms 01777 --size 67108864 --tmpfs /dev/shm",
             "--perms 01777 --size 67108864 --tmpfs /tmp",
-            "--perms 0755 --tmpfs /run --ro-bind /usr/lib/nexus/nexus-agent /run/nexus/agent --remount-ro /run",
+            "--perms 0755 --tmpfs /run --ro-bind /usr/lib/nexus/nexus-agent /run/nexus/agent",
             "--ro-bind /dev/null /etc/shadow --tmpfs /etc/ssh --remount-ro /etc/ssh --tmpfs /var/lib/nexus --remount-ro /var/lib/nexus",
-            "--bind /var/lib/nexus/workspaces/sb-1 /workspace --remount-ro /",
+            "--bind /var/lib/nexus/workspaces/sb-1 /workspace --remount-ro /run --remount-ro /",
             "--seccomp 4 --info-fd 5 --chdir /workspace -- /run/nexus/agent --listen-fd 3",
         ]
         .join(" ");
@@ -430,7 +504,8 @@ mod tests {
             !args.contains("images/debian/tmp"),
             "tmp is reserved: {args}"
         );
-        assert!(args.contains("--tmpfs /run --remount-ro /run"));
+        assert!(args.contains("--tmpfs /run --bind"));
+        assert!(args.contains("--remount-ro /run --remount-ro / --seccomp"));
         assert!(args.ends_with("--seccomp 9 --chdir /workspace -- sh -c echo hi"));
     }
 
@@ -451,6 +526,80 @@ mod tests {
             !args.iter().any(|a| a == "--die-with-parent"),
             "sandboxes outlive nexusd"
         );
+    }
+
+    #[test]
+    fn read_only_binds_come_after_the_workspace_and_shadows_before_the_masks() {
+        let spec = BwrapSpec {
+            read_only: vec![
+                ReadOnlyBind {
+                    source: "/var/lib/nexus/workspaces/b/trees/3".into(),
+                    target: "/workspace/ref".into(),
+                },
+                ReadOnlyBind {
+                    source: "/var/lib/nexus/workspaces/a/trees/1".into(),
+                    target: "/mnt/data".into(),
+                },
+            ],
+            shadows: vec![ShadowDir {
+                path: "/mnt".into(),
+                entries: vec![
+                    entry("cdrom", EntryKind::Dir),
+                    entry("link", EntryKind::Symlink("cdrom".into())),
+                ],
+            }],
+            ..spec()
+        };
+        let args = render(&build_args(&spec, FDS).expect("valid"));
+        let expected = [
+            "--ro-bind /usr/lib/nexus/nexus-agent /run/nexus/agent",
+            "--tmpfs /mnt --ro-bind /mnt/cdrom /mnt/cdrom --symlink cdrom /mnt/link",
+            "--ro-bind /dev/null /etc/shadow --tmpfs /etc/ssh --remount-ro /etc/ssh --tmpfs /var/lib/nexus --remount-ro /var/lib/nexus",
+            "--bind /var/lib/nexus/workspaces/sb-1 /workspace",
+            "--ro-bind /var/lib/nexus/workspaces/a/trees/1 /mnt/data",
+            "--ro-bind /var/lib/nexus/workspaces/b/trees/3 /workspace/ref",
+            "--remount-ro /mnt --remount-ro /run --remount-ro / --seccomp 4",
+        ]
+        .join(" ");
+        assert!(args.contains(&expected), "{args}");
+    }
+
+    #[test]
+    fn overlapping_or_forbidden_read_only_targets_are_refused() {
+        let bind = |target: &str| ReadOnlyBind {
+            source: "/var/lib/nexus/workspaces/a/trees/1".into(),
+            target: target.into(),
+        };
+        for targets in [
+            vec!["/data", "/data"],
+            vec!["/data", "/data/sub"],
+            vec!["/data/sub", "/data"],
+            vec!["/workspace"],
+            vec!["/"],
+            vec!["/proc/x"],
+            vec!["/run/nexus"],
+            vec!["data"],
+        ] {
+            let spec = BwrapSpec {
+                read_only: targets.iter().map(|t| bind(t)).collect(),
+                ..spec()
+            };
+            assert!(
+                matches!(build_args(&spec, FDS), Err(SpecError::MountTarget { .. })),
+                "{targets:?}"
+            );
+        }
+        let spec = BwrapSpec {
+            read_only: vec![ReadOnlyBind {
+                source: "tree".into(),
+                target: "/data".into(),
+            }],
+            ..spec()
+        };
+        assert!(matches!(
+            build_args(&spec, FDS),
+            Err(SpecError::RelativePath { .. })
+        ));
     }
 
     #[test]

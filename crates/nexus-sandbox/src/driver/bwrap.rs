@@ -1,6 +1,11 @@
 //! The `bwrap` driver: every sandbox in its own user, mount, PID, IPC, UTS, network and
 //! cgroup namespaces, under seccomp, with no capabilities, in its own cgroup, as its own
 //! host uid when the daemon is root. The agent is its PID 1.
+//!
+//! The workspace tree the service passes ([`SandboxMounts::workspace`]) is bound
+//! read-write at `/workspace`; sandboxes recorded before workspaces existed keep a
+//! private directory in the data directory instead. Trees of other workspaces are bound
+//! read-only, readable through their groups (see `launch::ids` for the uid scheme).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -8,13 +13,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nexus_core::{
-    AgentStream, Driver, DriverError, DriverKind, Isolation, LimitEnforcement, Sandbox, Started,
-    Usage,
+    AgentStream, Driver, DriverError, DriverKind, Isolation, LimitEnforcement, Sandbox,
+    SandboxMounts, Started, Usage,
 };
 use serde::{Deserialize, Serialize};
 
 use super::{Layout, remove_tree};
-use crate::bwrap::{BwrapSpec, ImageRoot, resolve_masks};
+use crate::bwrap::{BwrapSpec, ImageRoot, ReadOnlyBind, plan_shadows, resolve_masks};
 use crate::cgroups::{CgroupError, CgroupManager, LimitReport, LimitStatus, Limits};
 use crate::launch::{self, HostIds, HostUser, LaunchRequest, SandboxProcess};
 use crate::seccomp::SeccompProgram;
@@ -114,25 +119,65 @@ impl BwrapDriver {
             })
     }
 
-    fn launch(&self, sandbox: &Sandbox) -> Result<Runtime, String> {
+    fn launch(&self, sandbox: &Sandbox, mounts: &SandboxMounts) -> Result<Runtime, String> {
         let id = sandbox.id.as_str();
         let bwrap = self.bwrap.clone().ok_or("bubblewrap is not installed")?;
         let seccomp = self.seccomp.as_ref().map_err(Clone::clone)?;
-        let workspace = self
-            .config
-            .layout
-            .ensure_workspace(id)
-            .map_err(|e| format!("cannot create the workspace: {e}"))?;
+        let workspace = match &mounts.workspace {
+            Some(tree) => tree.clone(),
+            None => self
+                .config
+                .layout
+                .ensure_workspace(id)
+                .map_err(|e| format!("cannot create the workspace: {e}"))?,
+        };
         let user = {
+            // Held through the scan of tree owners: see `launch::ids`.
             let mut ids = self
                 .ids
                 .lock()
                 .expect("uid allocator lock is never poisoned");
-            HostUser::choose(&mut ids).map_err(|e| e.to_string())?
+            HostUser::for_workspace(&mut ids, &self.config.layout.data_dir, &workspace)
+                .map_err(|e| chain(&e))?
         };
         let result = (|| {
             launch::prepare_workspace(&workspace, user.uid()).map_err(|e| chain(&e))?;
+            let read_only: Vec<ReadOnlyBind> = mounts
+                .read_only
+                .iter()
+                .map(|mount| ReadOnlyBind {
+                    source: mount.source.clone(),
+                    target: PathBuf::from(&mount.target),
+                })
+                .collect();
+            let groups = match user {
+                HostUser::Dedicated(uid) => {
+                    let sources: Vec<&Path> =
+                        read_only.iter().map(|b| b.source.as_path()).collect();
+                    launch::supplementary_groups(&sources, &self.config.uid_range, uid)
+                        .map_err(|e| chain(&e))?
+                }
+                HostUser::Current => Vec::new(),
+            };
+            let root = ImageRoot::scan(Path::new("/"))
+                .map_err(|e| format!("cannot read the host image: {e}"))?;
+            let masks = resolve_masks(&self.config.masked, user.uid());
+            let targets: Vec<&Path> = read_only.iter().map(|b| b.target.as_path()).collect();
+            let shadows = plan_shadows(&root, &masks, &targets).map_err(|e| e.to_string())?;
             let limits = &sandbox.spec.limits;
+            let spec = BwrapSpec {
+                root,
+                masks,
+                workspace: workspace.clone(),
+                read_only,
+                shadows,
+                tmp_mib: limits.tmp_mib.unwrap_or(512),
+                hostname: sandbox.spec.name.to_string(),
+                env: Vec::new(),
+                agent: Some(self.config.agent.clone()),
+                command: BwrapSpec::agent_command(launch::LISTEN_FD),
+            };
+            spec.validate().map_err(|e| e.to_string())?;
             let setup = self
                 .cgroups
                 .create(
@@ -144,17 +189,6 @@ impl BwrapDriver {
                     },
                 )
                 .map_err(|e| chain(&e))?;
-            let spec = BwrapSpec {
-                root: ImageRoot::scan(Path::new("/"))
-                    .map_err(|e| format!("cannot read the host image: {e}"))?,
-                masks: resolve_masks(&self.config.masked, user.uid()),
-                workspace: workspace.clone(),
-                tmp_mib: limits.tmp_mib.unwrap_or(512),
-                hostname: sandbox.spec.name.to_string(),
-                env: Vec::new(),
-                agent: Some(self.config.agent.clone()),
-                command: BwrapSpec::agent_command(launch::LISTEN_FD),
-            };
             let runtime_dir = self.config.layout.sandbox_runtime(id);
             let request = LaunchRequest {
                 bwrap: &bwrap,
@@ -162,6 +196,7 @@ impl BwrapDriver {
                 seccomp,
                 runtime_dir: &runtime_dir,
                 user,
+                groups: &groups,
             };
             let report = enforcement(sandbox, &setup.report);
             let launched = launch::launch(&request, setup.cgroup).map_err(|e| chain(&e))?;
@@ -356,8 +391,12 @@ impl Driver for BwrapDriver {
             })
     }
 
-    async fn start(&self, sandbox: &Sandbox) -> Result<Started, DriverError> {
-        let runtime = tokio::task::block_in_place(|| self.launch(sandbox))
+    async fn start(
+        &self,
+        sandbox: &Sandbox,
+        mounts: &SandboxMounts,
+    ) -> Result<Started, DriverError> {
+        let runtime = tokio::task::block_in_place(|| self.launch(sandbox, mounts))
             .map_err(|reason| DriverError::Start { reason })?;
         let json = serde_json::to_string(&runtime).expect("the runtime record serializes");
         Ok(Started {
@@ -493,6 +532,8 @@ impl Driver for BwrapDriver {
             .map_err(|reason| DriverError::Cleanup { reason })
     }
 
+    /// Removes the sandbox's cgroup, runtime files and private data directory; never a
+    /// workspace tree it mounted (the service owns those).
     async fn destroy(&self, sandbox: &Sandbox) -> Result<(), DriverError> {
         let id = sandbox.id.as_str().to_owned();
         tokio::task::block_in_place(|| self.cleanup(&id, None, Duration::ZERO))

@@ -1,6 +1,8 @@
-//! The `host` driver: the agent as a plain child process with its cwd in the workspace.
-//! No namespaces, no seccomp, no limits: refused unless the config allows it, and
-//! labelled unisolated everywhere.
+//! The `host` driver: the agent as a plain child process with its cwd in the workspace
+//! (the tree the service passes, or the legacy private directory). No namespaces, no
+//! seccomp, no limits: refused unless the config allows it, and labelled unisolated
+//! everywhere. With no mount namespace it cannot mount other workspaces read-only, so
+//! it refuses sandboxes that ask for it rather than exposing them writable.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -12,8 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nexus_core::{
-    AgentStream, Driver, DriverError, DriverKind, Isolation, LimitEnforcement, Sandbox, Started,
-    Usage,
+    AgentStream, Driver, DriverError, DriverKind, Isolation, LimitEnforcement, Sandbox,
+    SandboxMounts, Started, Usage,
 };
 use serde::{Deserialize, Serialize};
 
@@ -42,12 +44,16 @@ impl HostDriver {
         Self { layout, agent }
     }
 
-    fn spawn(&self, sandbox: &Sandbox) -> Result<Runtime, String> {
+    fn spawn(&self, sandbox: &Sandbox, mounts: &SandboxMounts) -> Result<Runtime, String> {
         let id = sandbox.id.as_str();
-        let workspace = self
-            .layout
-            .ensure_workspace(id)
-            .map_err(|e| format!("cannot create the workspace: {e}"))?;
+        let workspace = match &mounts.workspace {
+            Some(tree) if tree.is_dir() => tree.clone(),
+            Some(tree) => return Err(format!("workspace {} is not a directory", tree.display())),
+            None => self
+                .layout
+                .ensure_workspace(id)
+                .map_err(|e| format!("cannot create the workspace: {e}"))?,
+        };
         let runtime_dir = self.layout.sandbox_runtime(id);
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -129,8 +135,19 @@ impl Driver for HostDriver {
         Ok(())
     }
 
-    async fn start(&self, sandbox: &Sandbox) -> Result<Started, DriverError> {
-        let runtime = match self.spawn(sandbox) {
+    async fn start(
+        &self,
+        sandbox: &Sandbox,
+        mounts: &SandboxMounts,
+    ) -> Result<Started, DriverError> {
+        if !mounts.read_only.is_empty() {
+            return Err(DriverError::Unsupported {
+                driver: DriverKind::Host,
+                what: "mount other workspaces".into(),
+                reason: "the host driver has no mount namespace; use the bwrap driver".into(),
+            });
+        }
+        let runtime = match self.spawn(sandbox, mounts) {
             Ok(runtime) => runtime,
             Err(reason) => {
                 let _ = remove_tree(&self.layout.sandbox_runtime(sandbox.id.as_str()));
@@ -222,6 +239,8 @@ impl Driver for HostDriver {
         remove_tree(&runtime.runtime_dir).map_err(|reason| DriverError::Cleanup { reason })
     }
 
+    /// Removes the runtime files and the private data directory; never a workspace tree
+    /// (the service owns those).
     async fn destroy(&self, sandbox: &Sandbox) -> Result<(), DriverError> {
         let id = sandbox.id.as_str();
         remove_tree(&self.layout.sandbox_runtime(id))

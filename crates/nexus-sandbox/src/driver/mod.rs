@@ -4,7 +4,10 @@
 //! | what | path |
 //! |---|---|
 //! | runtime files (agent socket, log, pid) | `<runtime_dir>/sandboxes/<id>/` |
-//! | workspace | `<data_dir>/sandboxes/<id>/workspace` |
+//! | workspace tree (persistent, owned by the service) | passed in `SandboxMounts`, e.g. `<data_dir>/workspaces/<ws>/trees/<generation>` |
+//! | private workspace of a legacy sandbox (`workspace: None`) | `<data_dir>/sandboxes/<id>/workspace` |
+//!
+//! `destroy` removes `<data_dir>/sandboxes/<id>` only: workspace trees outlive sandboxes.
 
 mod bwrap;
 mod host;

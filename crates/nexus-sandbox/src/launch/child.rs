@@ -34,8 +34,10 @@ pub(super) struct ChildSetup {
     pub output: OwnedFd,
     /// Each descriptor is placed at the given number; everything else is closed on exec.
     pub fds: Vec<(OwnedFd, RawFd)>,
-    /// Switch to this uid and gid (same number, no supplementary groups) before exec.
+    /// Switch to this uid and gid (same number) before exec.
     pub user: Option<u32>,
+    /// The supplementary groups to have then (replacing the daemon's); only with `user`.
+    pub groups: Vec<libc::gid_t>,
 }
 
 /// Which step of the child failed, with `errno`.
@@ -131,6 +133,7 @@ pub(super) fn spawn(setup: ChildSetup) -> Result<libc::pid_t, SpawnFailure> {
         output: output.as_raw_fd(),
         placements: &placements,
         user: setup.user,
+        groups: &setup.groups,
         report: report_write.as_raw_fd(),
     };
 
@@ -165,6 +168,7 @@ struct Child<'a> {
     output: RawFd,
     placements: &'a [(RawFd, RawFd)],
     user: Option<u32>,
+    groups: &'a [libc::gid_t],
     report: RawFd,
 }
 
@@ -219,9 +223,10 @@ impl Child<'_> {
         };
         self.reset_signals();
         if let Some(id) = self.user {
-            // SAFETY: see above. setgroups with a zero length reads no memory.
+            // SAFETY: see above. setgroups reads `groups.len()` gids from the slice, which
+            // the parent prepared; an empty slice's dangling pointer is never read.
             let dropped = unsafe {
-                libc::setgroups(0, std::ptr::null()) == 0
+                libc::setgroups(self.groups.len(), self.groups.as_ptr()) == 0
                     && libc::setresgid(id, id, id) == 0
                     && libc::setresuid(id, id, id) == 0
             };
@@ -347,6 +352,7 @@ mod tests {
             output: output.as_fd().try_clone_to_owned().expect("dup"),
             fds: vec![(marker_write, 3)],
             user: None,
+            groups: Vec::new(),
         })
         .expect("spawns");
         let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).expect("wait");
@@ -371,6 +377,7 @@ mod tests {
             output: null(),
             fds: Vec::new(),
             user: None,
+            groups: Vec::new(),
         })
         .expect_err("no such program");
         assert_eq!(
@@ -393,6 +400,7 @@ mod tests {
             output: null(),
             fds: Vec::new(),
             user: None,
+            groups: Vec::new(),
         })
         .expect_err("cannot join");
         assert_eq!(failure.stage, Stage::Cgroup);

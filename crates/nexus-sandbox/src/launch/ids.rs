@@ -1,8 +1,52 @@
 //! Host uids for sandboxes: one unprivileged uid per sandbox when the daemon is root, so
 //! two sandboxes are strangers to each other even after an escape.
+//!
+//! # Uids and persistent workspaces
+//!
+//! A workspace outlives its sandboxes, and its files keep the host uid of the sandbox
+//! that wrote them (owner and group: the gid of a sandbox is its uid). So a uid is
+//! never handed to a sandbox while files it owns exist elsewhere: a sandbox given a
+//! uid that still owns another workspace could read and write that workspace after an
+//! escape. [`HostUser::for_workspace`] chooses, under the allocator's lock:
+//!
+//! 1. **the tree's owner**, when the top directory of the workspace tree belongs to a
+//!    uid of the range that no running sandbox has and that owns nothing outside this
+//!    workspace ([`TreeOwners::owns_only`]). This is the common case (a sandbox
+//!    restarted or recreated on its workspace) and costs no `chown` at all;
+//! 2. otherwise **a fresh uid**: the lowest of the range that no running sandbox has and
+//!    that owns nothing on disk ([`TreeOwners::owns_any`]); [`super::prepare_workspace`]
+//!    then hands the tree to it (one recursive `chown`).
+//!
+//! "On disk" is what [`TreeOwners::scan`] finds: the owners of the top directories of
+//! every tree and snapshot (`<data>/workspaces/*/{trees,snapshots}/*`, temporaries of
+//! `nexus-storage` included) and of the private workspaces of sandboxes made before
+//! workspaces existed (`<data>/sandboxes/*/workspace`). Only top directories count:
+//! every tree is handed over as a whole, and a sandbox cannot give files away (no
+//! `CAP_CHOWN`). The scan is redone at every launch, with the allocator locked, rather
+//! than cached: it is one directory listing per workspace plus one `lstat` per tree and
+//! snapshot (a few hundred workspaces cost on the order of a millisecond), and a fresh
+//! scan cannot miss a tree made, restored, forked or deleted behind a cache's back.
+//! Holding the lock closes the race with a launch that is still handing its tree over:
+//! its uid is in use until that sandbox is cleaned up, after the `chown`.
+//!
+//! What "same workspace" means: a tree at `<data>/workspaces/<ws>/trees/<gen>` belongs
+//! to `<data>/workspaces/<ws>`, so its older generations and its snapshots may share its
+//! uid; any other path (a legacy private workspace) is a workspace of its own.
+//!
+//! # Reading other workspaces
+//!
+//! A sandbox that mounts another workspace's tree read-only gets that tree's group as a
+//! supplementary group ([`supplementary_groups`]): tree top directories are 0750 and
+//! files are made with umask 022, so the group reads and never writes (and the mount is
+//! read-only besides). Inside the user namespace the group is unmapped and shows as
+//! `nogroup`, but the kernel checks the real gid, so access is granted. Only gids of the
+//! range are ever added (never root's or a system group), and never while the daemon
+//! is not root (then every sandbox is the daemon's uid and needs nothing).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::RangeInclusive;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use nix::unistd::Uid;
 
@@ -11,12 +55,20 @@ use super::LaunchError;
 /// The host user a sandbox runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostUser {
-    /// The daemon is root: the child drops to this uid (and the same gid, with no
-    /// supplementary groups) before bwrap starts, and the sandbox's uid 1000 maps to it.
+    /// The daemon is root: the child drops to this uid (and the same gid, with only the
+    /// supplementary groups of its read-only mounts) before bwrap starts, and the
+    /// sandbox's uid 1000 maps to it.
     Dedicated(u32),
     /// The daemon is not root: the sandbox runs as the daemon's own uid, which the user
     /// namespace maps to uid 1000.
     Current,
+}
+
+/// Who owns the workspace trees on disk: uid → the workspaces (see the module doc) whose
+/// trees or snapshots it owns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreeOwners {
+    owners: HashMap<u32, BTreeSet<PathBuf>>,
 }
 
 /// Allocates host uids from a range. The caller persists which are in use (the uid is
@@ -44,6 +96,114 @@ impl HostUser {
         } else {
             Ok(HostUser::Current)
         }
+    }
+
+    /// The user of a sandbox on the tree `workspace` (see the module doc): its owner
+    /// when that uid is free and owns nothing else under `data_dir`, else a fresh uid
+    /// owning nothing there. [`HostUser::Current`] when the daemon is not root.
+    pub fn for_workspace(
+        ids: &mut HostIds,
+        data_dir: &Path,
+        workspace: &Path,
+    ) -> Result<HostUser, LaunchError> {
+        if !Uid::effective().is_root() {
+            return Ok(HostUser::Current);
+        }
+        let meta =
+            std::fs::symlink_metadata(workspace).map_err(|source| LaunchError::Workspace {
+                path: workspace.to_path_buf(),
+                source: Some(source),
+            })?;
+        if !meta.is_dir() {
+            return Err(LaunchError::Workspace {
+                path: workspace.to_path_buf(),
+                source: None,
+            });
+        }
+        let owners = TreeOwners::scan(data_dir)?;
+        let domain = TreeOwners::domain(data_dir, workspace);
+        ids.choose_for_tree(meta.uid(), &domain, &owners)
+            .map(HostUser::Dedicated)
+    }
+}
+
+/// The supplementary groups that let a sandboxed `uid` read `sources` (trees of other
+/// workspaces): the group of each source's top directory, when it lies in `range` and
+/// is not `uid`'s own. Sorted, without duplicates.
+pub fn supplementary_groups(
+    sources: &[&Path],
+    range: &RangeInclusive<u32>,
+    uid: u32,
+) -> Result<Vec<u32>, LaunchError> {
+    let mut groups = BTreeSet::new();
+    for source in sources {
+        let meta = std::fs::metadata(source).map_err(|_| LaunchError::Missing {
+            what: "read-only mount source",
+            path: source.to_path_buf(),
+        })?;
+        if range.contains(&meta.gid()) && meta.gid() != uid {
+            groups.insert(meta.gid());
+        }
+    }
+    Ok(groups.into_iter().collect())
+}
+
+impl TreeOwners {
+    /// Reads the owners of every tree and snapshot under `<data_dir>/workspaces` and of
+    /// every legacy workspace under `<data_dir>/sandboxes`. Missing directories are
+    /// empty; any other error fails the scan (a uid is never chosen on a partial view).
+    pub fn scan(data_dir: &Path) -> Result<TreeOwners, LaunchError> {
+        let mut owners = TreeOwners::default();
+        let workspaces = data_dir.join("workspaces");
+        for workspace in list(&workspaces)? {
+            for kind in ["trees", "snapshots"] {
+                for tree in list(&workspace.join(kind))? {
+                    owners.add(owner(&tree)?, workspace.clone());
+                }
+            }
+        }
+        for sandbox in list(&data_dir.join("sandboxes"))? {
+            let legacy = sandbox.join("workspace");
+            match std::fs::symlink_metadata(&legacy) {
+                Ok(meta) => owners.add(meta.uid(), legacy),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(scan_error(&legacy, source)),
+            }
+        }
+        Ok(owners)
+    }
+
+    /// The workspace `tree` belongs to: `<data_dir>/workspaces/<ws>` for its trees and
+    /// snapshots, the path itself for anything else.
+    pub fn domain(data_dir: &Path, tree: &Path) -> PathBuf {
+        let workspaces = data_dir.join("workspaces");
+        let kind = tree.parent().and_then(Path::file_name);
+        match tree.parent().and_then(Path::parent) {
+            Some(workspace)
+                if workspace.parent() == Some(workspaces.as_path())
+                    && matches!(kind.and_then(|k| k.to_str()), Some("trees" | "snapshots")) =>
+            {
+                workspace.to_path_buf()
+            }
+            _ => tree.to_path_buf(),
+        }
+    }
+
+    /// Records that `uid` owns a tree of `workspace`.
+    pub fn add(&mut self, uid: u32, workspace: PathBuf) {
+        self.owners.entry(uid).or_default().insert(workspace);
+    }
+
+    /// Whether `uid` owns any tree.
+    pub fn owns_any(&self, uid: u32) -> bool {
+        self.owners.contains_key(&uid)
+    }
+
+    /// Whether every tree `uid` owns (possibly none) belongs to `workspace`.
+    pub fn owns_only(&self, uid: u32, workspace: &Path) -> bool {
+        self.owners
+            .get(&uid)
+            .is_none_or(|set| set.iter().all(|w| w == workspace))
     }
 }
 
@@ -82,21 +242,40 @@ impl HostIds {
 
     /// Takes the lowest free uid.
     pub fn allocate(&mut self) -> Result<u32, LaunchError> {
-        let mut candidate = *self.range.start();
-        for &used in &self.used {
-            if used != candidate {
-                break;
-            }
-            candidate = candidate.checked_add(1).unwrap_or(candidate);
+        self.allocate_avoiding(|_| false)
+    }
+
+    /// Takes the uid for a sandbox on a tree whose top directory `owner` owns, in
+    /// `workspace` (see the module doc): `owner` itself when it is in the range, free,
+    /// and owns nothing outside `workspace`; else the lowest free uid owning nothing.
+    pub fn choose_for_tree(
+        &mut self,
+        owner: u32,
+        workspace: &Path,
+        owners: &TreeOwners,
+    ) -> Result<u32, LaunchError> {
+        if self.range.contains(&owner)
+            && !self.used.contains(&owner)
+            && owners.owns_only(owner, workspace)
+        {
+            self.used.insert(owner);
+            return Ok(owner);
         }
-        if !self.range.contains(&candidate) || self.used.contains(&candidate) {
-            return Err(LaunchError::IdsExhausted {
+        self.allocate_avoiding(|uid| owners.owns_any(uid))
+    }
+
+    /// Takes the lowest uid that is free and not `avoid`ed.
+    fn allocate_avoiding(&mut self, avoid: impl Fn(u32) -> bool) -> Result<u32, LaunchError> {
+        let free = self
+            .range
+            .clone()
+            .find(|uid| !self.used.contains(uid) && !avoid(*uid))
+            .ok_or(LaunchError::IdsExhausted {
                 start: *self.range.start(),
                 end: *self.range.end(),
-            });
-        }
-        self.used.insert(candidate);
-        Ok(candidate)
+            })?;
+        self.used.insert(free);
+        Ok(free)
     }
 
     /// Gives `uid` back.
@@ -107,6 +286,37 @@ impl HostIds {
     /// How many uids are taken.
     pub fn in_use(&self) -> usize {
         self.used.len()
+    }
+}
+
+/// The entries of `dir` (none when it does not exist).
+fn list(dir: &Path) -> Result<Vec<PathBuf>, LaunchError> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .map_err(|source| scan_error(dir, source)),
+        // A missing directory, or a stray file where a directory is expected, holds no tree.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            Ok(Vec::new())
+        }
+        Err(source) => Err(scan_error(dir, source)),
+    }
+}
+
+fn owner(path: &Path) -> Result<u32, LaunchError> {
+    std::fs::symlink_metadata(path)
+        .map(|meta| meta.uid())
+        .map_err(|source| scan_error(path, source))
+}
+
+fn scan_error(path: &Path, source: std::io::Error) -> LaunchError {
+    LaunchError::OwnerScan {
+        path: path.to_path_buf(),
+        source,
     }
 }
 
@@ -145,6 +355,152 @@ mod tests {
         for range in [0..=10, 65_000..=66_000, empty] {
             assert!(HostIds::new(range).is_err());
         }
+    }
+
+    #[test]
+    fn a_tree_keeps_its_owner_when_that_uid_is_free_and_owns_nothing_else() {
+        let ws = |name: &str| PathBuf::from("/data/workspaces").join(name);
+        let mut owners = TreeOwners::default();
+        owners.add(200_000, ws("a"));
+        owners.add(200_001, ws("b"));
+        owners.add(200_001, ws("c")); // forked: b and c share an owner
+        owners.add(200_003, ws("d"));
+        let mut ids = HostIds::new(200_000..=200_009).expect("valid");
+
+        assert_eq!(
+            ids.choose_for_tree(200_000, &ws("a"), &owners)
+                .expect("reused"),
+            200_000
+        );
+        // In use now: a second sandbox on the same tree gets a fresh uid owning nothing.
+        assert_eq!(
+            ids.choose_for_tree(200_000, &ws("a"), &owners)
+                .expect("fresh"),
+            200_002
+        );
+        // The owner also owns another workspace: fresh (200_003 owns d, so skipped).
+        assert_eq!(
+            ids.choose_for_tree(200_001, &ws("b"), &owners)
+                .expect("fresh"),
+            200_004
+        );
+        // Root-owned (a new tree) or outside the range: fresh.
+        assert_eq!(
+            ids.choose_for_tree(0, &ws("e"), &owners).expect("fresh"),
+            200_005
+        );
+        assert_eq!(
+            ids.choose_for_tree(7, &ws("e"), &owners).expect("fresh"),
+            200_006
+        );
+        // Released uids are reused only by their own workspace or once they own nothing.
+        ids.release(200_000);
+        assert_eq!(
+            ids.choose_for_tree(0, &ws("e"), &owners).expect("fresh"),
+            200_007
+        );
+        assert_eq!(
+            ids.choose_for_tree(200_000, &ws("a"), &owners)
+                .expect("reused"),
+            200_000
+        );
+        assert_eq!(
+            ids.choose_for_tree(200_003, &ws("d"), &owners)
+                .expect("reused"),
+            200_003
+        );
+        assert_eq!(
+            ids.choose_for_tree(0, &ws("e"), &owners).expect("fresh"),
+            200_008
+        );
+        assert_eq!(
+            ids.choose_for_tree(0, &ws("e"), &owners).expect("fresh"),
+            200_009
+        );
+        assert!(matches!(
+            ids.choose_for_tree(0, &ws("e"), &owners),
+            Err(LaunchError::IdsExhausted { .. })
+        ));
+    }
+
+    #[test]
+    fn trees_and_snapshots_belong_to_their_workspace_and_other_paths_to_themselves() {
+        let data = Path::new("/data");
+        for (tree, domain) in [
+            ("/data/workspaces/a/trees/3", "/data/workspaces/a"),
+            ("/data/workspaces/a/snapshots/s1", "/data/workspaces/a"),
+            ("/data/workspaces/a/other/3", "/data/workspaces/a/other/3"),
+            (
+                "/data/sandboxes/sb/workspace",
+                "/data/sandboxes/sb/workspace",
+            ),
+            (
+                "/elsewhere/workspaces/a/trees/3",
+                "/elsewhere/workspaces/a/trees/3",
+            ),
+        ] {
+            assert_eq!(
+                TreeOwners::domain(data, Path::new(tree)),
+                Path::new(domain),
+                "{tree}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_scan_finds_trees_snapshots_and_legacy_workspaces() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path();
+        for sub in [
+            "workspaces/a/trees/1",
+            "workspaces/a/snapshots/s",
+            "workspaces/b/trees/2",
+            "sandboxes/sb-1/workspace",
+            "sandboxes/sb-2",
+        ] {
+            std::fs::create_dir_all(data.join(sub)).expect("mkdir");
+        }
+        std::fs::write(data.join("workspaces/.tmp-x-0000"), "").expect("stray file");
+        let owners = TreeOwners::scan(data).expect("scan");
+        let me = Uid::effective().as_raw();
+        assert!(owners.owns_any(me));
+        assert!(!owners.owns_any(me + 1));
+        assert!(
+            !owners.owns_only(me, &data.join("workspaces/a")),
+            "b and sb-1 too"
+        );
+        assert!(
+            owners.owns_only(me + 1, &data.join("workspaces/a")),
+            "owns nothing"
+        );
+        let empty = TreeOwners::scan(&data.join("missing")).expect("scan");
+        assert_eq!(empty, TreeOwners::default());
+    }
+
+    #[test]
+    fn supplementary_groups_are_the_range_gids_of_the_sources() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gid = std::fs::metadata(dir.path()).expect("stat").gid();
+        let sources = [dir.path(), dir.path()];
+        assert_eq!(
+            supplementary_groups(&sources, &(gid..=gid), gid + 1).expect("groups"),
+            [gid]
+        );
+        assert!(
+            supplementary_groups(&sources, &(gid..=gid), gid)
+                .expect("own")
+                .is_empty()
+        );
+        let outside = gid.wrapping_add(1)..=gid.wrapping_add(2);
+        assert!(
+            supplementary_groups(&sources, &outside, 4_000_000)
+                .expect("none")
+                .is_empty()
+        );
+        assert!(matches!(
+            supplementary_groups(&[&dir.path().join("missing")], &(gid..=gid), 1),
+            Err(LaunchError::Missing { .. })
+        ));
     }
 
     #[test]

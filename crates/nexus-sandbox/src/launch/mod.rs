@@ -12,8 +12,9 @@
 //!    at [`LISTEN_FD`], the seccomp memfd at [`SECCOMP_FD`], bwrap's info pipe at
 //!    [`INFO_FD`]; every other descriptor is closed on exec;
 //! 4. default signal dispositions and an empty signal mask;
-//! 5. as root: `setgroups([])`, `setresgid`, `setresuid` to the sandbox's host uid, so
-//!    bwrap is unprivileged and maps uid 1000 inside to that uid;
+//! 5. as root: `setgroups` (the groups of the trees it mounts read-only, usually none:
+//!    see [`ids`]), `setresgid`, `setresuid` to the sandbox's host uid, so bwrap is
+//!    unprivileged and maps uid 1000 inside to that uid;
 //! 6. `execve` of bwrap with an empty environment (bwrap's environment is readable by
 //!    the sandbox's host uid; the daemon's, with its token, must not be).
 //!
@@ -45,7 +46,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-pub use self::ids::{HostIds, HostUser};
+pub use self::ids::{HostIds, HostUser, TreeOwners, supplementary_groups};
 pub use self::process::{SandboxProcess, StopOutcome, is_alive, start_time, stop, try_reap};
 use self::runtime::{create_runtime_dir, log_tail, read_child_pid};
 pub use self::workspace::prepare_workspace;
@@ -80,6 +81,9 @@ pub struct LaunchRequest<'a> {
     pub runtime_dir: &'a Path,
     /// The host user to run as.
     pub user: HostUser,
+    /// Its supplementary groups ([`supplementary_groups`] of the read-only mounts);
+    /// ignored for [`HostUser::Current`], which keeps the daemon's.
+    pub groups: &'a [u32],
 }
 
 /// A started sandbox.
@@ -121,7 +125,7 @@ pub enum LaunchError {
     /// Something bwrap must bind does not exist.
     #[error("{what} {path} does not exist")]
     Missing {
-        /// `agent` or `image root`.
+        /// `agent`, `image root` or `read-only mount source`.
         what: &'static str,
         /// The path.
         path: PathBuf,
@@ -132,7 +136,7 @@ pub enum LaunchError {
          searchable (chmod o+x it, or move the {what} elsewhere)"
     )]
     Unreachable {
-        /// `workspace`, `agent` or `image root`.
+        /// `workspace`, `agent`, `image root` or `read-only mount source`.
         what: &'static str,
         /// The path.
         path: PathBuf,
@@ -193,6 +197,15 @@ pub enum LaunchError {
     /// The runtime directory could not be removed.
     #[error("cannot remove {path}")]
     Cleanup {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The owners of workspace trees could not be read.
+    #[error("cannot read the owner of {path}")]
+    OwnerScan {
         /// The path.
         path: PathBuf,
         /// Why.
@@ -300,6 +313,11 @@ fn start(
         ("image root", &spec.root.path),
     ];
     reachable.extend(spec.agent.as_deref().map(|agent| ("agent", agent)));
+    reachable.extend(
+        spec.read_only
+            .iter()
+            .map(|bind| ("read-only mount source", bind.source.as_path())),
+    );
     for (what, path) in reachable {
         if !path.exists() {
             return Err(LaunchError::Missing {
@@ -356,6 +374,7 @@ fn start(
             HostUser::Dedicated(uid) => Some(uid),
             HostUser::Current => None,
         },
+        groups: request.groups.to_vec(),
     };
     let bwrap_pid = child::spawn(setup)
         .map_err(|failure| spawn_error(failure.stage.describe(), failure.errno))?;

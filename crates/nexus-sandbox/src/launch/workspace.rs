@@ -1,11 +1,15 @@
 //! Handing a workspace to the sandbox's host uid.
+//!
+//! The top directory ends up 0750: the owner (the sandbox) works in it, members of its
+//! group (sandboxes that mount this tree read-only, see [`super::ids`]) may enter and
+//! read, nobody else may enter.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use super::LaunchError;
 
-/// Hands `workspace` to `uid` (owner and group, recursively, mode 0700 at the top) when
+/// Hands `workspace` to `uid` (owner and group, recursively, mode 0750 at the top) when
 /// its top directory belongs to someone else; a workspace already owned by `uid` is left
 /// as it is, so this costs one `stat` per launch.
 pub fn prepare_workspace(workspace: &Path, uid: u32) -> Result<(), LaunchError> {
@@ -23,7 +27,7 @@ pub fn prepare_workspace(workspace: &Path, uid: u32) -> Result<(), LaunchError> 
         return Ok(());
     }
     chown_tree(workspace, uid)?;
-    std::fs::set_permissions(workspace, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
+    std::fs::set_permissions(workspace, std::fs::Permissions::from_mode(0o750)).map_err(|source| {
         LaunchError::Chown {
             path: workspace.to_path_buf(),
             uid,
@@ -77,7 +81,7 @@ mod tests {
         }
         assert_eq!(
             std::fs::metadata(&workspace).expect("stat").mode() & 0o777,
-            0o700
+            0o750
         );
         let missing = prepare_workspace(&dir.path().join("missing"), 4_000_001);
         assert!(matches!(missing, Err(LaunchError::Workspace { .. })));

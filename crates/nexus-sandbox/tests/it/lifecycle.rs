@@ -213,6 +213,7 @@ fn failed_launches_leave_nothing_behind() {
             seccomp: &h.seccomp,
             runtime_dir: &runtime_dir,
             user: HostUser::Dedicated(uid),
+            groups: &[],
         };
         let error = launch::launch(&request, setup.cgroup).expect_err(case);
         match case {

@@ -7,3 +7,4 @@ mod lifecycle;
 mod limits;
 mod seccomp;
 mod support;
+mod workspaces;

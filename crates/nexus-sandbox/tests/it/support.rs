@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use nexus_sandbox::bwrap::{BwrapSpec, ImageRoot, resolve_masks};
+use nexus_sandbox::bwrap::{BwrapSpec, ImageRoot, ReadOnlyBind, plan_shadows, resolve_masks};
 use nexus_sandbox::cgroups::{CgroupManager, CgroupStats, LimitReport, Limits};
 use nexus_sandbox::launch::{self, HostUser, LaunchError, LaunchRequest, Launched};
 use nexus_sandbox::seccomp::SeccompProgram;
@@ -46,6 +46,12 @@ pub struct Options {
     pub extra_masks: Vec<PathBuf>,
     /// Defaults to a fresh workspace.
     pub workspace: Option<PathBuf>,
+    /// Trees bound read-only.
+    pub read_only: Vec<ReadOnlyBind>,
+    /// The host uid; defaults to a fresh one from [`Harness::ids`].
+    pub uid: Option<u32>,
+    /// Supplementary groups of the sandbox's host user.
+    pub groups: Vec<u32>,
 }
 
 /// A launched sandbox, destroyed on drop.
@@ -126,10 +132,18 @@ impl Harness {
     pub fn spec(&self, workspace: &Path, script: &str, options: &Options, uid: u32) -> BwrapSpec {
         let mut extra = vec![self.dir.path().join("data"), self.dir.path().join("run")];
         extra.extend(options.extra_masks.iter().cloned());
+        let masks = resolve_masks(&extra, uid);
+        let targets: Vec<&Path> = options
+            .read_only
+            .iter()
+            .map(|b| b.target.as_path())
+            .collect();
         BwrapSpec {
+            shadows: plan_shadows(&self.root, &masks, &targets).expect("mount targets"),
             root: self.root.clone(),
-            masks: resolve_masks(&extra, uid),
+            masks,
             workspace: workspace.to_path_buf(),
+            read_only: options.read_only.clone(),
             tmp_mib: options.tmp_mib.unwrap_or(64),
             hostname: "sandbox".into(),
             env: vec![("LANG".into(), "C.UTF-8".into())],
@@ -144,7 +158,8 @@ impl Harness {
         script: &str,
         options: &Options,
     ) -> Result<(Running, LimitReport), LaunchError> {
-        let (id, uid) = self.ids();
+        let (id, fresh) = self.ids();
+        let uid = options.uid.unwrap_or(fresh);
         let workspace = options
             .workspace
             .clone()
@@ -158,6 +173,7 @@ impl Harness {
             seccomp: &self.seccomp,
             runtime_dir: &runtime_dir,
             user: HostUser::Dedicated(uid),
+            groups: &options.groups,
         };
         let launched = launch::launch(&request, setup.cgroup)?;
         Ok((

@@ -36,7 +36,7 @@ pub async fn run(client: &Client, args: RunArgs, out: Output) -> anyhow::Result<
     let create = super::sandbox::create_request(None, args.shape, true);
     let sandbox = client.create_sandbox(&create).await?;
     let result = stream(client, &sandbox.id, &request, out).await;
-    if let Err(e) = client.delete_sandbox(&sandbox.id, true).await {
+    if let Err(e) = client.delete_sandbox(&sandbox.id, true, false).await {
         let _ = writeln!(
             std::io::stderr(),
             "nexusctl: cannot delete sandbox {}: {e}",

@@ -3,7 +3,9 @@
 pub mod completion;
 pub mod doctor;
 pub mod exec;
+pub mod fs;
 pub mod process;
 pub mod sandbox;
 pub mod status;
 pub mod version;
+pub mod workspace;

@@ -1,11 +1,11 @@
-//! `nexusctl sandbox create|list|inspect|start|stop|pause|resume|delete`.
+//! `nexusctl sandbox create|list|inspect|start|stop|pause|resume|fork|delete`.
 
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
 use comfy_table::presets::NOTHING;
 use comfy_table::{ContentArrangement, Table};
-use nexus_api::{CreateSandboxRequest, LimitsBody, SandboxInfo};
+use nexus_api::{CreateSandboxRequest, LimitsBody, MountBody, SandboxInfo};
 use nexus_client::Client;
 
 use crate::cli::{CreateArgs, SandboxCommand, SandboxShape};
@@ -14,7 +14,7 @@ use crate::output::{Color, Output, human_bytes, human_duration};
 /// Runs one `sandbox` subcommand.
 pub async fn run(client: &Client, command: SandboxCommand, out: Output) -> anyhow::Result<()> {
     match command {
-        SandboxCommand::Create(args) => create(client, args, out).await,
+        SandboxCommand::Create(args) => create(client, *args, out).await,
         SandboxCommand::List => list(client, out).await,
         SandboxCommand::Inspect { sandbox } => {
             let info = client.sandbox(&sandbox).await?;
@@ -34,8 +34,25 @@ pub async fn run(client: &Client, command: SandboxCommand, out: Output) -> anyho
         SandboxCommand::Resume { sandbox } => {
             state_change(client.resume_sandbox(&sandbox).await?, out)
         }
-        SandboxCommand::Delete { sandbox, force } => {
-            client.delete_sandbox(&sandbox, force).await?;
+        SandboxCommand::Fork { sandbox, new_name } => {
+            let info = client.fork_sandbox(&sandbox, &new_name).await?;
+            if out.json {
+                out.json(&info)
+            } else {
+                out.text(&format!(
+                    "{} {} (forked from {sandbox})\n",
+                    info.name, info.state
+                ))
+            }
+        }
+        SandboxCommand::Delete {
+            sandbox,
+            force,
+            keep_workspace,
+        } => {
+            client
+                .delete_sandbox(&sandbox, force, keep_workspace)
+                .await?;
             if out.json {
                 out.json(&serde_json::json!({ "deleted": sandbox }))
             } else {
@@ -65,6 +82,12 @@ pub fn create_request(
         },
         ttl_seconds: shape.ttl.map(|t| t.as_secs().max(1)),
         start: Some(start),
+        workspace: shape.workspace,
+        mounts: shape
+            .mounts
+            .into_iter()
+            .map(|(workspace, path)| MountBody { workspace, path })
+            .collect(),
     }
 }
 
@@ -175,6 +198,15 @@ fn inspect_text(info: &SandboxInfo, out: Output) -> String {
     );
     row("Driver", info.driver.clone());
     row("Image", info.image.clone());
+    if let Some(workspace) = &info.workspace {
+        row("Workspace", format!("{workspace} at /workspace"));
+    }
+    for mount in &info.mounts {
+        row(
+            "Mount",
+            format!("{} at {} (read-only)", mount.workspace, mount.path),
+        );
+    }
     row("Created", info.created_at.clone());
     if let Some(started) = &info.started_at {
         row("Started", started.clone());
@@ -274,7 +306,7 @@ fn yes_no(value: bool) -> String {
 }
 
 /// How long ago an RFC 3339 time was, e.g. `5m 2s`.
-fn age(rfc3339: &str) -> String {
+pub fn age(rfc3339: &str) -> String {
     humantime::parse_rfc3339(rfc3339)
         .ok()
         .and_then(|t| SystemTime::now().duration_since(t).ok())

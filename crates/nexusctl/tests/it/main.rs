@@ -2,5 +2,6 @@
 //! in-process on an ephemeral port, with its own temporary XDG directories).
 
 mod commands;
+mod files;
 mod harness;
 mod sandboxes;

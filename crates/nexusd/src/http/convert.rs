@@ -25,6 +25,59 @@ pub fn create_request(body: nexus_api::CreateSandboxRequest) -> CreateSandbox {
         },
         ttl_seconds: body.ttl_seconds,
         start: body.start.unwrap_or(true),
+        workspace: body.workspace,
+        mounts: body
+            .mounts
+            .into_iter()
+            .map(|m| nexus_core::service::MountRequest {
+                workspace: m.workspace,
+                path: m.path,
+            })
+            .collect(),
+    }
+}
+
+/// A workspace as the API shows it.
+pub fn workspace_info(view: nexus_core::service::WorkspaceView) -> nexus_api::WorkspaceInfo {
+    let w = view.workspace;
+    let (quota_enforced, quota_note) = match view.quota {
+        Some(nexus_core::QuotaStatus::Enforced) => (Some(true), None),
+        Some(nexus_core::QuotaStatus::NotEnforced(reason)) => (Some(false), Some(reason)),
+        None => (None, None),
+    };
+    nexus_api::WorkspaceInfo {
+        id: w.id.to_string(),
+        name: w.name.to_string(),
+        generation: w.generation,
+        size_bytes: view.size_bytes,
+        quota_mib: w.quota_mib,
+        quota_enforced,
+        quota_note,
+        owner: w.owner.map(|o| o.to_string()),
+        used_by: view
+            .used_by
+            .into_iter()
+            .map(|(sandbox, read_only)| nexus_api::WorkspaceUser {
+                sandbox: sandbox.to_string(),
+                read_only,
+            })
+            .collect(),
+        snapshots: view.snapshots,
+        backend: view.backend.name,
+        labels: w.labels,
+        created_at: rfc3339(w.created_at),
+        updated_at: rfc3339(w.updated_at),
+    }
+}
+
+/// A snapshot as the API shows it.
+pub fn snapshot_info(s: nexus_core::Snapshot) -> nexus_api::SnapshotInfo {
+    nexus_api::SnapshotInfo {
+        id: s.id.to_string(),
+        name: s.name.to_string(),
+        workspace: s.workspace.to_string(),
+        generation: s.generation,
+        created_at: rfc3339(s.created_at),
     }
 }
 
@@ -50,6 +103,16 @@ pub fn sandbox_info(view: SandboxView) -> SandboxInfo {
             tmp_mib: s.spec.limits.tmp_mib,
         },
         ttl_seconds: s.spec.ttl_seconds,
+        workspace: s.spec.workspace.map(|w| w.to_string()),
+        mounts: s
+            .spec
+            .mounts
+            .into_iter()
+            .map(|m| nexus_api::MountBody {
+                workspace: m.workspace.to_string(),
+                path: m.path,
+            })
+            .collect(),
         created_at: rfc3339(s.created_at),
         updated_at: rfc3339(s.updated_at),
         started_at: s.started_at.map(rfc3339),
@@ -137,6 +200,22 @@ impl From<ServiceError> for ApiError {
                 Some(
                     RemoteCode::StillRunning | RemoteCode::NotRunning | RemoteCode::StdinClosed,
                 ) => ApiError::new(ErrorCode::ProcessStateConflict, agent_message(e)),
+                _ => ApiError::internal(err),
+            },
+            ServiceError::WorkspaceNotFound(_) => {
+                ApiError::new(ErrorCode::WorkspaceNotFound, message)
+            }
+            ServiceError::WorkspaceNameTaken(_) => {
+                ApiError::new(ErrorCode::WorkspaceNameTaken, message)
+            }
+            ServiceError::WorkspaceInUse(_) => ApiError::new(ErrorCode::WorkspaceInUse, message),
+            ServiceError::SnapshotNotFound(_) => {
+                ApiError::new(ErrorCode::SnapshotNotFound, message)
+            }
+            ServiceError::Storage(ref fault) => match fault.kind {
+                nexus_core::StorageFaultKind::NoSpace => {
+                    ApiError::new(ErrorCode::InsufficientStorage, message)
+                }
                 _ => ApiError::internal(err),
             },
             ServiceError::Store(_) => ApiError::internal(err),

@@ -4,12 +4,14 @@
 pub mod auth;
 pub mod convert;
 pub mod error;
+pub mod files;
 pub mod json;
 pub mod metrics;
 pub mod openapi;
 pub mod processes;
 pub mod sandboxes;
 pub mod system;
+pub mod workspaces;
 
 use std::sync::OnceLock;
 
@@ -48,12 +50,31 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sandboxes::stop))
         .routes(routes!(sandboxes::pause))
         .routes(routes!(sandboxes::resume))
+        .routes(routes!(workspaces::fork_sandbox))
+        .routes(routes!(workspaces::create, workspaces::list))
+        .routes(routes!(workspaces::get, workspaces::delete))
+        .routes(routes!(workspaces::snapshot, workspaces::snapshots))
+        .routes(routes!(workspaces::delete_snapshot))
+        .routes(routes!(workspaces::restore))
+        .routes(routes!(workspaces::fork))
         .routes(routes!(sandboxes::exec))
         .routes(routes!(processes::start, processes::list))
         .routes(routes!(processes::output))
         .routes(routes!(processes::wait))
         .routes(routes!(processes::signal))
         .routes(routes!(processes::write_stdin, processes::close_stdin))
+        .routes(routes!(files::read, files::write))
+        .routes(routes!(files::stat, files::stat_many))
+        .routes(routes!(files::list))
+        .routes(routes!(files::mkdir))
+        .routes(routes!(files::move_path))
+        .routes(routes!(files::copy))
+        .routes(routes!(files::remove))
+        .routes(routes!(files::batch))
+        .routes(routes!(files::glob))
+        .routes(routes!(files::grep))
+        .routes(routes!(files::download_archive, files::upload_archive))
+        .routes(routes!(files::watch))
 }
 
 /// The OpenAPI document of every `/v1` route, as served at `/v1/openapi.json`.
@@ -188,6 +209,7 @@ mod tests {
         let sandboxes = nexus_core::service::SandboxService::new(
             store.clone(),
             Vec::new(),
+            Arc::new(nexus_core::testing::FakeStorage::default()),
             Arc::new(nexus_core::SystemClock),
             nexus_core::service::ServiceConfig::default(),
         );

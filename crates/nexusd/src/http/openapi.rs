@@ -18,6 +18,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "system", description = "Health and status of the daemon"),
         (name = "sandboxes", description = "Sandbox lifecycle and commands"),
         (name = "processes", description = "Background processes in a sandbox"),
+        (name = "files", description = "Files of a running sandbox"),
+        (name = "workspaces", description = "Persistent workspaces, snapshots, restore and fork"),
     )
 )]
 pub struct ApiDoc;

@@ -174,9 +174,14 @@ pub struct DeleteQuery {
     /// Delete even when it is running (it is stopped first).
     #[serde(default)]
     pub force: bool,
+    /// Keep the workspace made for the sandbox, as a workspace of its own. (A workspace
+    /// the sandbox was given by name is always kept.)
+    #[serde(default)]
+    pub keep_workspace: bool,
 }
 
-/// Deletes a sandbox and every trace of it: processes, mounts, cgroups, files.
+/// Deletes a sandbox and every trace of it: processes, mounts, cgroups, files, and the
+/// workspace made for it unless `keep_workspace`.
 #[utoipa::path(
     delete,
     path = "/v1/sandboxes/{id}",
@@ -194,7 +199,10 @@ pub async fn delete(
     Path(id): Path<String>,
     Query(query): Query<DeleteQuery>,
 ) -> Result<StatusCode, ApiError> {
-    state.sandboxes.delete(&id, query.force).await?;
+    state
+        .sandboxes
+        .delete(&id, query.force, query.keep_workspace)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -296,6 +296,19 @@ impl Api {
         (status, json)
     }
 
+    /// POST that may never be answered (the daemon is about to be killed): no panic.
+    pub async fn post_unanswered(&self, path: &str, body: serde_json::Value) -> Option<u16> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .ok()?;
+        Some(response.status().as_u16())
+    }
+
     pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
         self.send(reqwest::Method::POST, path, Some(body)).await
     }

@@ -2,9 +2,11 @@
 
 mod api;
 mod config;
+mod files;
 mod harness;
 mod lifecycle;
 mod pause;
 mod processes;
 mod sandboxes;
 mod security;
+mod workspaces;

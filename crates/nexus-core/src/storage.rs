@@ -1,0 +1,117 @@
+//! The `WorkspaceStorage` trait: where workspace trees and snapshots live on disk. The
+//! daemon implements it over `nexus-storage` (btrfs subvolumes, reflinks or copies); unit
+//! tests use [`crate::testing::FakeStorage`].
+//!
+//! Contract the service relies on for crash safety: every call either completes or
+//! leaves its result absent (plus garbage that [`WorkspaceStorage::recover`] sweeps), and
+//! never overwrites an existing tree or snapshot. The service records metadata only after
+//! the storage call succeeded, so the store is the truth and storage follows it.
+
+use std::path::PathBuf;
+
+use crate::workspace::{SnapshotId, WorkspaceId};
+
+/// What kind of storage failure happened, for the caller's mapping to API errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFaultKind {
+    /// The disk or the quota is full.
+    NoSpace,
+    /// The tree or snapshot does not exist on disk.
+    NotFound,
+    /// Anything else.
+    Other,
+}
+
+/// A storage failure, with a message naming the path and the cause.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StorageFault {
+    /// What kind.
+    pub kind: StorageFaultKind,
+    /// For people: the operation, the path and the cause.
+    pub message: String,
+}
+
+/// Whether a workspace's quota is enforced here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuotaStatus {
+    /// The filesystem enforces it.
+    Enforced,
+    /// Recorded but not enforced, and why.
+    NotEnforced(String),
+}
+
+/// What the storage does with trees, for `inspect` and the doctor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageBackend {
+    /// `btrfs`, `reflink` or `copy`.
+    pub name: String,
+    /// What that means for snapshots and forks.
+    pub detail: String,
+}
+
+/// A workspace as storage recovery must keep it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownWorkspace {
+    /// The workspace.
+    pub id: WorkspaceId,
+    /// Its current tree generation.
+    pub generation: u64,
+    /// Its recorded snapshots.
+    pub snapshots: Vec<SnapshotId>,
+}
+
+/// Trees and snapshots of workspaces on disk. Calls block; the service runs them on
+/// the blocking pool.
+pub trait WorkspaceStorage: Send + Sync + std::fmt::Debug {
+    /// The backend in use.
+    fn backend(&self) -> StorageBackend;
+
+    /// Makes the empty first tree of a new workspace.
+    fn create_tree(&self, ws: &WorkspaceId, generation: u64) -> Result<PathBuf, StorageFault>;
+
+    /// Where a tree is (whether or not it exists).
+    fn tree_path(&self, ws: &WorkspaceId, generation: u64) -> PathBuf;
+
+    /// A read-only snapshot of a tree.
+    fn snapshot(
+        &self,
+        ws: &WorkspaceId,
+        generation: u64,
+        snapshot: &SnapshotId,
+    ) -> Result<(), StorageFault>;
+
+    /// A new writable tree `dst`/`generation` made from a snapshot of `src`.
+    fn clone_snapshot(
+        &self,
+        src: &WorkspaceId,
+        snapshot: &SnapshotId,
+        dst: &WorkspaceId,
+        generation: u64,
+    ) -> Result<PathBuf, StorageFault>;
+
+    /// Removes one tree.
+    fn delete_tree(&self, ws: &WorkspaceId, generation: u64) -> Result<(), StorageFault>;
+
+    /// Removes one snapshot.
+    fn delete_snapshot(&self, ws: &WorkspaceId, snapshot: &SnapshotId) -> Result<(), StorageFault>;
+
+    /// Removes everything of a workspace. A workspace that has nothing on disk is fine.
+    fn delete_workspace(&self, ws: &WorkspaceId) -> Result<(), StorageFault>;
+
+    /// Bytes a tree uses on disk.
+    fn size(&self, ws: &WorkspaceId, generation: u64) -> Result<u64, StorageFault>;
+
+    /// Limits a tree to `bytes`, where the filesystem can.
+    fn set_quota(
+        &self,
+        ws: &WorkspaceId,
+        generation: u64,
+        bytes: u64,
+    ) -> Result<QuotaStatus, StorageFault>;
+
+    /// After a restart, before anything else runs: removes leftovers of interrupted
+    /// operations and every tree, snapshot or workspace on disk that `known` does not
+    /// list. Returns what was removed.
+    fn recover(&self, known: &[KnownWorkspace]) -> Result<Vec<PathBuf>, StorageFault>;
+}
