@@ -218,6 +218,7 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
         grace: Duration,
     ) -> Result<(), DriverError>;
 
-    /// Removes every trace of a stopped sandbox, its workspace included.
+    /// Removes every trace of a stopped sandbox: its private runtime and data
+    /// directories. Workspace trees are the service's and are never touched here.
     async fn destroy(&self, sandbox: &Sandbox) -> Result<(), DriverError>;
 }
