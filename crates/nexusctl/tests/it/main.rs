@@ -5,3 +5,4 @@ mod commands;
 mod files;
 mod harness;
 mod sandboxes;
+mod workspaces;
