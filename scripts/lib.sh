@@ -35,5 +35,5 @@ ensure_rust() {
 # The system packages Nexus needs at run time, and to build. btrfs-progs makes O(1)
 # workspace snapshots possible when the data directory is on btrfs, and lets the tests
 # make a loop-mounted btrfs image to cover that path.
-RUNTIME_PACKAGES=(bubblewrap btrfs-progs ca-certificates)
+RUNTIME_PACKAGES=(bubblewrap btrfs-progs ca-certificates mmdebstrap)
 BUILD_PACKAGES=(gcc libc6-dev pkg-config)

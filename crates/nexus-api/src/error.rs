@@ -85,6 +85,15 @@ pub enum ErrorCode {
     WorkspaceInUse,
     /// 404: the workspace has no snapshot with this id or name.
     SnapshotNotFound,
+    /// 404: no image has this id or name; the message lists the existing ones.
+    ImageNotFound,
+    /// 409: another image has this name.
+    ImageNameTaken,
+    /// 409: sandboxes are on this image; the message lists them.
+    ImageInUse,
+    /// 422: building an image failed (unknown package, mirror unreachable); the message
+    /// carries the tool's last lines. Nothing was recorded.
+    ImageBuildFailed,
     /// 405: the route exists but not with this method.
     MethodNotAllowed,
     /// 413: the body is larger than the route accepts.
@@ -123,6 +132,10 @@ impl ErrorCode {
             Self::WorkspaceNameTaken => "workspace_name_taken",
             Self::WorkspaceInUse => "workspace_in_use",
             Self::SnapshotNotFound => "snapshot_not_found",
+            Self::ImageNotFound => "image_not_found",
+            Self::ImageNameTaken => "image_name_taken",
+            Self::ImageInUse => "image_in_use",
+            Self::ImageBuildFailed => "image_build_failed",
             Self::ProcessNotFound => "process_not_found",
             Self::ProcessStateConflict => "process_state_conflict",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -145,15 +158,18 @@ impl ErrorCode {
             | Self::ProcessNotFound
             | Self::FileNotFound
             | Self::WorkspaceNotFound
-            | Self::SnapshotNotFound => 404,
+            | Self::SnapshotNotFound
+            | Self::ImageNotFound => 404,
             Self::ProcessStateConflict | Self::FileConflict => 409,
             Self::SandboxNotRunning
             | Self::SandboxNameTaken
             | Self::SandboxStateConflict
             | Self::SandboxPaused
             | Self::WorkspaceNameTaken
-            | Self::WorkspaceInUse => 409,
-            Self::DriverUnavailable | Self::OperationUnsupported => 422,
+            | Self::WorkspaceInUse
+            | Self::ImageNameTaken
+            | Self::ImageInUse => 409,
+            Self::DriverUnavailable | Self::OperationUnsupported | Self::ImageBuildFailed => 422,
             Self::InsufficientStorage => 507,
             Self::MethodNotAllowed => 405,
             Self::PayloadTooLarge => 413,

@@ -6,6 +6,7 @@
 pub mod error;
 pub mod exec;
 pub mod files;
+pub mod image;
 pub mod process;
 pub mod sandbox;
 pub mod system;
@@ -13,6 +14,9 @@ pub mod workspace;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use exec::{ExecEvent, ExecRequest, ExecResult, ExitStatus, OutputEncoding};
+pub use image::{
+    BuildImageRequest, ImageBuildEvent, ImageInfo, ImageList, ImageSourceInfo, ImportImageRequest,
+};
 pub use process::{OutputLine, ProcessInfo, ProcessList, SignalRequest, StartProcessRequest};
 pub use sandbox::{
     CreateSandboxRequest, IsolationReport, LimitReport, LimitsBody, MountBody, SandboxInfo,

@@ -6,15 +6,17 @@ use clap::Parser;
 
 use crate::measure::Plan;
 
-/// Measures Nexus (create→running, exec, memory, many sandboxes at once) next to plain
+/// Measures Nexus (create→running, exec, memory, many sandboxes at once, the file API,
+/// workspace snapshots, restores and forks, also on a loop-mounted btrfs) next to plain
 /// bubblewrap, fork+exec and podman on this machine, and prints the figures. It starts
 /// its own `nexusd` (the one built beside this binary) with temporary directories.
 /// Timings are printed, never asserted: the exit code is 0 unless the harness failed.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "nexus-bench", version, about, long_about = None)]
 pub struct Args {
-    /// Quick mode (under 2 minutes): 20 iterations, 10 idle sandboxes, 50 at once.
-    /// Full mode: 100 iterations, 50 idle sandboxes, 200 at once.
+    /// Quick mode (under 2 minutes): 20 iterations, 10 idle sandboxes, 50 at once, 256 MiB
+    /// transfers and workspaces (5 iterations). Full mode: 100 iterations, 50 idle
+    /// sandboxes, 200 at once, 1 GiB transfers and workspaces (10 iterations).
     #[arg(long)]
     pub quick: bool,
 
@@ -52,8 +54,19 @@ impl Args {
         } else {
             (100, 50, 200)
         };
+        let iterations = self.iterations.map_or(iterations, usize::from);
+        // Transfers of big files and workspace copies take seconds each.
+        let (heavy_cap, transfer_mib, workspace_mib, small_files) = if self.quick {
+            (5, 256, 256, 1_000)
+        } else {
+            (10, 1024, 1024, 10_000)
+        };
         Plan {
-            iterations: self.iterations.map_or(iterations, usize::from),
+            iterations,
+            heavy_iterations: iterations.min(heavy_cap),
+            transfer_mib,
+            workspace_mib,
+            small_files,
             idle: self.idle.map_or(idle, usize::from),
             many: self.many.map_or(many, usize::from),
             concurrency: usize::from(self.concurrency),
@@ -69,8 +82,17 @@ mod tests {
     fn quick_and_full_plans_and_overrides() {
         let quick = Args::parse_from(["nexus-bench", "--quick"]).plan();
         assert_eq!((quick.iterations, quick.idle, quick.many), (20, 10, 50));
+        assert_eq!(
+            (
+                quick.heavy_iterations,
+                quick.transfer_mib,
+                quick.small_files
+            ),
+            (5, 256, 1_000)
+        );
         let full = Args::parse_from(["nexus-bench"]).plan();
         assert_eq!((full.iterations, full.idle, full.many), (100, 50, 200));
+        assert_eq!((full.workspace_mib, full.small_files), (1024, 10_000));
         let custom = Args::parse_from(["nexus-bench", "--quick", "--many", "7"]).plan();
         assert_eq!((custom.many, custom.concurrency), (7, 8));
         assert!(Args::try_parse_from(["nexus-bench", "--iterations", "0"]).is_err());

@@ -77,6 +77,18 @@ impl Daemon {
     /// Starts `nexusd --listen 127.0.0.1:0 --log-format json` with temporary XDG
     /// directories and waits until it listens.
     pub async fn start(bins: &Binaries) -> anyhow::Result<Self> {
+        Self::start_in(bins, None).await
+    }
+
+    /// Like [`Daemon::start`], with `XDG_DATA_HOME` (where workspaces live) at
+    /// `data_home` instead of in the temporary directory, e.g. on another filesystem.
+    /// It must be traversable (0711) by the sandboxes' uids.
+    pub async fn start_with_data_home(bins: &Binaries, data_home: &Path) -> anyhow::Result<Self> {
+        Self::start_in(bins, Some(data_home)).await
+    }
+
+    /// Starts it with `XDG_DATA_HOME` at `data_home`, or in the temporary directory.
+    async fn start_in(bins: &Binaries, data_home: Option<&Path>) -> anyhow::Result<Self> {
         let dirs = tempfile::Builder::new()
             .prefix("nexus-bench-")
             .tempdir()
@@ -94,7 +106,10 @@ impl Daemon {
             .env("HOME", dirs.path().join("home"))
             .env("XDG_CONFIG_HOME", dirs.path().join("config"))
             .env("XDG_STATE_HOME", dirs.path().join("state"))
-            .env("XDG_DATA_HOME", dirs.path().join("data"))
+            .env(
+                "XDG_DATA_HOME",
+                data_home.map_or_else(|| dirs.path().join("data"), Path::to_path_buf),
+            )
             .env("XDG_RUNTIME_DIR", dirs.path().join("run"))
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .arg("--agent-path")

@@ -35,9 +35,18 @@ impl Lab {
     /// Creates a sandbox with the defaults (bwrap driver, `host` image, started) and
     /// returns once it is running.
     pub async fn create_running(&self) -> anyhow::Result<SandboxInfo> {
+        self.create_running_with(&CreateSandboxRequest::default())
+            .await
+    }
+
+    /// Creates a sandbox from `request` and returns once it is running.
+    pub async fn create_running_with(
+        &self,
+        request: &CreateSandboxRequest,
+    ) -> anyhow::Result<SandboxInfo> {
         let info = self
             .client
-            .create_sandbox(&CreateSandboxRequest::default())
+            .create_sandbox(request)
             .await
             .context("create failed")?;
         self.created
@@ -94,6 +103,21 @@ impl Lab {
         check_success(&result)
     }
 
+    /// Runs `sh -c script` (non-streamed, up to `timeout`) and checks that it exited 0.
+    pub async fn exec_sh(&self, id: &str, script: &str, timeout: Duration) -> anyhow::Result<()> {
+        let request = ExecRequest {
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            timeout_ms: Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+            ..true_request()
+        };
+        let result = self
+            .client
+            .exec(id, &request)
+            .await
+            .context("exec failed")?;
+        check_success(&result).with_context(|| format!("sh -c {script:?}"))
+    }
+
     /// Deletes every sandbox the daemon knows (it is ours alone). Returns how many were
     /// deleted and the failures.
     pub async fn delete_all(&self) -> (usize, Vec<String>) {
@@ -139,7 +163,7 @@ fn check_success(result: &ExecResult) -> anyhow::Result<()> {
     match (result.status.exit_code, result.status.signal) {
         (Some(0), _) => Ok(()),
         (code, signal) => bail!(
-            "`true` ended with exit code {code:?}, signal {signal:?}, stderr {:?}",
+            "the command ended with exit code {code:?}, signal {signal:?}, stderr {:?}",
             result.stderr
         ),
     }

@@ -20,6 +20,14 @@ use crate::stats::{Samples, Summary};
 pub struct Plan {
     /// Iterations of each latency measurement.
     pub iterations: usize,
+    /// Iterations of the heavy ones: big transfers, workspace snapshots, restores, forks.
+    pub heavy_iterations: usize,
+    /// Size of the file downloaded and uploaded, in MiB.
+    pub transfer_mib: u64,
+    /// Size of the big file in the measured workspace, in MiB.
+    pub workspace_mib: u64,
+    /// Small files in the measured workspace.
+    pub small_files: usize,
     /// Sandboxes kept idle for the memory measurement.
     pub idle: usize,
     /// Sandboxes created at once.
@@ -208,6 +216,7 @@ pub async fn idle_memory(lab: &Lab, daemon_pid: u32, k: usize) -> ([Operation; 2
         errors: creates.errors,
         first_error: creates.first_error,
         skipped: None,
+        note: None,
     };
     let cgroup = Operation {
         name: "idle_cgroup_charge_per_sandbox".into(),
@@ -218,6 +227,7 @@ pub async fn idle_memory(lab: &Lab, daemon_pid: u32, k: usize) -> ([Operation; 2
         summary: cgroup_per_sandbox,
         errors: 0,
         first_error: None,
+        note: None,
     };
     ([pss, cgroup], idle)
 }

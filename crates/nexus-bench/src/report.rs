@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::machine::Machine;
 use crate::measure::{IdleMemory, Many, Plan};
-use crate::stats::{Samples, Summary};
+use crate::stats::{Rates, Samples, Summary};
+use crate::workspaces;
 
 /// Whose figure an operation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -35,6 +36,9 @@ pub struct Operation {
     pub first_error: Option<String>,
     /// Why it was not measured.
     pub skipped: Option<String>,
+    /// What exactly was measured, when the name does not say it all (sizes, backend).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl Operation {
@@ -47,7 +51,27 @@ impl Operation {
             errors: samples.errors,
             first_error: samples.first_error,
             skipped: None,
+            note: None,
         }
+    }
+
+    /// A measured throughput: one rate per successful attempt, in MiB/s.
+    pub fn throughput(name: &str, group: Group, rates: &Rates) -> Self {
+        Self {
+            name: name.into(),
+            group,
+            summary: Summary::of(&rates.mib_per_s, "MiB/s"),
+            errors: rates.errors,
+            first_error: rates.first_error.clone(),
+            skipped: None,
+            note: None,
+        }
+    }
+
+    /// The same operation with a note saying what exactly was measured.
+    pub fn with_note(mut self, note: impl Into<String>) -> Self {
+        self.note = Some(note.into());
+        self
     }
 
     /// An operation that could not be measured here.
@@ -59,6 +83,7 @@ impl Operation {
             errors: 0,
             first_error: None,
             skipped: Some(reason),
+            note: None,
         }
     }
 }
@@ -173,6 +198,36 @@ impl Report {
             self.many_target(),
             self.latency_target("pause p50 (issue 4)", "≤ 5 ms", "pause", 5.0),
             self.latency_target("resume p50 (issue 4)", "≤ 5 ms", "resume", 5.0),
+            self.latency_target(
+                "file read of 1 KiB p50 (issue 4)",
+                "≤ 0.1 ms",
+                "file_read_1k",
+                0.1,
+            ),
+            self.latency_target(
+                "bulk stat of 100 files p50 (issue 4)",
+                "≤ 0.5 ms",
+                "file_stat_100",
+                0.5,
+            ),
+            self.throughput_target(
+                "file download throughput p50 (issue 4)",
+                "≥ 500 MiB/s",
+                "file_download_1g",
+                500.0,
+            ),
+            self.full_size_target(
+                "snapshot of a 1 GiB workspace on btrfs p50 (issue 4)",
+                "≤ 50 ms",
+                "snapshot_btrfs",
+                50.0,
+            ),
+            self.full_size_target(
+                "fork of a 1 GiB workspace on btrfs p50 (issue 4)",
+                "≤ 50 ms",
+                "workspace_fork_btrfs",
+                50.0,
+            ),
         ];
     }
 
@@ -206,6 +261,9 @@ impl Report {
                 writeln!(out, "{}: skipped: {reason}", op.name)?;
             } else if let Some(error) = &op.first_error {
                 writeln!(out, "{}: {} error(s), first: {error}", op.name, op.errors)?;
+            }
+            if let Some(note) = &op.note {
+                writeln!(out, "{}: {note}", op.name)?;
             }
         }
         if let Some(idle) = &self.idle_memory {
@@ -264,6 +322,58 @@ impl Report {
             measured,
             verdict,
         }
+    }
+
+    /// A rate that should be at least `min`, judged on its median.
+    fn throughput_target(
+        &self,
+        what: &'static str,
+        goal: &'static str,
+        name: &str,
+        min: f64,
+    ) -> Target {
+        let summary = self.operation(name).and_then(|op| op.summary.as_ref());
+        let (measured, verdict) = match summary {
+            Some(s) => (
+                format!(
+                    "{} {} ({} MiB file)",
+                    fmt(s.p50),
+                    s.unit,
+                    self.plan.transfer_mib
+                ),
+                verdict(s.p50 >= min),
+            ),
+            None => ("not measured".into(), Verdict::NotMeasured),
+        };
+        Target {
+            what,
+            goal,
+            measured,
+            verdict,
+        }
+    }
+
+    /// A latency target stated for the full-mode workspace: a quick run shows its
+    /// figure but does not judge it.
+    fn full_size_target(
+        &self,
+        what: &'static str,
+        goal: &'static str,
+        name: &str,
+        limit_ms: f64,
+    ) -> Target {
+        let mut target = self.latency_target(what, goal, name, limit_ms);
+        if target.verdict != Verdict::NotMeasured {
+            target.measured = format!(
+                "{} with {}",
+                target.measured,
+                workspaces::contents(self.plan)
+            );
+            if self.mode != "full" {
+                target.verdict = Verdict::NotMeasured;
+            }
+        }
+        target
     }
 
     fn memory_target(&self) -> Target {

@@ -83,6 +83,32 @@ impl Samples {
     }
 }
 
+/// Rates of a throughput measurement as they come in, with failures counted apart.
+#[derive(Debug, Default)]
+pub struct Rates {
+    /// MiB per second of each successful attempt.
+    pub mib_per_s: Vec<f64>,
+    /// Failed attempts.
+    pub errors: usize,
+    /// The first failure's message.
+    pub first_error: Option<String>,
+}
+
+impl Rates {
+    /// Records one attempt that moved `bytes` in `elapsed`; failures are counted, not rated.
+    pub fn record(&mut self, bytes: u64, elapsed: Duration, result: anyhow::Result<()>) {
+        match result {
+            Ok(()) => self
+                .mib_per_s
+                .push(bytes as f64 / (1024.0 * 1024.0) / elapsed.as_secs_f64().max(1e-9)),
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+}
+
 /// The `p`-th percentile (0-100) of ascending `sorted` samples by the nearest-rank
 /// method: the smallest sample with at least `p`% of the samples at or below it.
 /// Always one of the samples, never an interpolation; `None` for no samples.
@@ -149,6 +175,18 @@ mod tests {
         assert_eq!(s.p90, 4.0);
         assert_eq!(s.max, 4.0);
         assert_eq!(s.mean, 2.5);
+    }
+
+    #[test]
+    fn rates_are_mib_per_second_and_failures_are_counted() {
+        let mut rates = Rates::default();
+        rates.record(512 * 1024 * 1024, Duration::from_secs(2), Ok(()));
+        rates.record(1, Duration::from_secs(1), Err(anyhow::anyhow!("broke")));
+        assert_eq!(rates.mib_per_s, [256.0]);
+        assert_eq!(
+            (rates.errors, rates.first_error.as_deref()),
+            (1, Some("broke"))
+        );
     }
 
     #[test]

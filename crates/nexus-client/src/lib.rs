@@ -1,6 +1,7 @@
 //! Typed Rust client of the Nexus HTTP API, shared by `nexusctl` and the MCP bridge.
 
 mod files;
+mod images;
 mod workspaces;
 
 use std::time::Duration;

@@ -36,6 +36,9 @@ pub struct SandboxMounts {
     pub workspace: Option<PathBuf>,
     /// Trees of other workspaces, mounted read-only.
     pub read_only: Vec<ReadOnlyMount>,
+    /// The tree of the sandbox's image, its `/` under a writable layer of its own;
+    /// `None` for the built-in `host` image (the host's `/`, read-only).
+    pub image_root: Option<PathBuf>,
 }
 
 /// A tree of another workspace, mounted read-only.

@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod driver;
+pub mod image;
 pub mod paths;
 pub mod sandbox;
 pub mod service;
@@ -21,9 +22,11 @@ pub use driver::{
     AgentStream, Driver, DriverError, Isolation, LimitEnforcement, ReadOnlyMount, SandboxMounts,
     Started, Usage,
 };
+pub use image::{HOST_IMAGE, Image, ImageId, ImageName, ImageSource};
 pub use sandbox::{DriverKind, Limits, Sandbox, SandboxId, SandboxName, SandboxSpec, SandboxState};
 pub use storage::{
-    KnownWorkspace, QuotaStatus, StorageBackend, StorageFault, StorageFaultKind, WorkspaceStorage,
+    ImageBuilder, ImageStorage, KnownWorkspace, QuotaStatus, StorageBackend, StorageFault,
+    StorageFaultKind, WorkspaceStorage,
 };
 pub use store::{DatabaseInfo, RuntimeUpdate, Store, StoreError, Transition};
 pub use workspace::{

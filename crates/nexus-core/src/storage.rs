@@ -7,8 +7,9 @@
 //! never overwrites an existing tree or snapshot. The service records metadata only after
 //! the storage call succeeded, so the store is the truth and storage follows it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use crate::image::ImageId;
 use crate::workspace::{SnapshotId, WorkspaceId};
 
 /// What kind of storage failure happened, for the caller's mapping to API errors.
@@ -114,4 +115,43 @@ pub trait WorkspaceStorage: Send + Sync + std::fmt::Debug {
     /// operations and every tree, snapshot or workspace on disk that `known` does not
     /// list. Returns what was removed.
     fn recover(&self, known: &[KnownWorkspace]) -> Result<Vec<PathBuf>, StorageFault>;
+}
+
+/// The trees of images on disk. An image tree is made once and never changed: sandboxes
+/// mount it read-only, under a writable layer of their own. Calls block; the service
+/// runs them on the blocking pool. Same crash-safety contract as [`WorkspaceStorage`].
+pub trait ImageStorage: Send + Sync + std::fmt::Debug {
+    /// Copies the directory `source` (modes, symlinks, hard links, and owners when the
+    /// daemon is root) into the new tree of `image`. Returns its size in bytes.
+    fn import(&self, image: &ImageId, source: &Path) -> Result<u64, StorageFault>;
+
+    /// A fresh empty directory next to the trees, for a build to fill before
+    /// [`ImageStorage::import`]ing it. Removed by [`ImageStorage::recover`] if left over.
+    fn scratch(&self, image: &ImageId) -> Result<PathBuf, StorageFault>;
+
+    /// Where an image's tree is (whether or not it exists).
+    fn root(&self, image: &ImageId) -> PathBuf;
+
+    /// Removes an image's tree; an image with nothing on disk is fine.
+    fn delete(&self, image: &ImageId) -> Result<(), StorageFault>;
+
+    /// After a restart: removes leftovers of interrupted imports and builds, and every
+    /// tree that `known` does not list. Returns what was removed.
+    fn recover(&self, known: &[ImageId]) -> Result<Vec<PathBuf>, StorageFault>;
+}
+
+/// Builds image trees from a distribution's packages (mmdebstrap in the daemon; faked in
+/// tests).
+#[async_trait::async_trait]
+pub trait ImageBuilder: Send + Sync + std::fmt::Debug {
+    /// Fills the empty directory `dest` with a Debian `suite` plus `packages`, sending each
+    /// line of the tool's output to `progress`. Returns the tool and its version (e.g.
+    /// `mmdebstrap 1.3.5`); on failure, what went wrong with the output's last lines.
+    async fn build(
+        &self,
+        suite: &str,
+        packages: &[String],
+        dest: &Path,
+        progress: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<String, String>;
 }

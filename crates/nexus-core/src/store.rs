@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 
 use crate::clock::Timestamp;
+use crate::image::{Image, ImageId, ImageName};
 use crate::sandbox::{Sandbox, SandboxId, SandboxName, SandboxState};
 use crate::workspace::{Snapshot, SnapshotId, SnapshotName, Workspace, WorkspaceId, WorkspaceName};
 
@@ -156,6 +157,20 @@ pub enum StoreError {
         /// Every sandbox that mounts it, as `/workspace` or elsewhere, oldest first.
         sandboxes: Vec<SandboxId>,
     },
+    /// Another image already has this name.
+    #[error("an image named {name:?} already exists; choose another name or delete that one")]
+    ImageNameTaken {
+        /// The name asked for.
+        name: String,
+    },
+    /// An image cannot be deleted while sandboxes record it.
+    #[error("image {name} is used by sandbox(es) {}; delete them first", join_ids(.sandboxes))]
+    ImageInUse {
+        /// The image.
+        name: String,
+        /// Every sandbox on it, oldest first.
+        sandboxes: Vec<SandboxId>,
+    },
     /// The backend failed.
     #[error("database error")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -271,6 +286,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         workspace: &WorkspaceId,
     ) -> Result<Vec<(SandboxId, bool)>, StoreError>;
+
+    /// Records a new image. Fails with [`StoreError::ImageNameTaken`] when its name is
+    /// in use.
+    async fn insert_image(&self, image: &Image) -> Result<(), StoreError>;
+
+    /// The image with this id, if any.
+    async fn image(&self, id: &ImageId) -> Result<Option<Image>, StoreError>;
+
+    /// The image with this name, if any.
+    async fn image_by_name(&self, name: &ImageName) -> Result<Option<Image>, StoreError>;
+
+    /// Every image, oldest first.
+    async fn list_images(&self) -> Result<Vec<Image>, StoreError>;
+
+    /// Removes an image's record; `false` when there was none. Fails with
+    /// [`StoreError::ImageInUse`] while any sandbox record names it.
+    async fn delete_image(&self, id: &ImageId) -> Result<bool, StoreError>;
+
+    /// Every sandbox whose image is `name`, oldest first.
+    async fn sandboxes_using_image(&self, name: &str) -> Result<Vec<SandboxId>, StoreError>;
 }
 
 /// A state change of one sandbox, applied only if it is still in `from` and the state

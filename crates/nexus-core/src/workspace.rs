@@ -394,7 +394,7 @@ fn is_inside(inner: &str, outer: &str) -> bool {
 }
 
 /// Whether `text` is `prefix` followed by exactly 16 lowercase hex digits.
-fn is_prefixed_hex(text: &str, prefix: &str) -> bool {
+pub(crate) fn is_prefixed_hex(text: &str, prefix: &str) -> bool {
     text.strip_prefix(prefix).is_some_and(|hex| {
         hex.len() == 16
             && hex

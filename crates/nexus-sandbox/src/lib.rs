@@ -14,4 +14,5 @@ pub mod bwrap;
 pub mod cgroups;
 pub mod driver;
 pub mod launch;
+pub mod layer;
 pub mod seccomp;

@@ -184,6 +184,42 @@ impl WorkspaceStorage {
         Ok(path)
     }
 
+    /// Makes tree `generation` of `workspace` a copy of the directory `source_path`,
+    /// which may be anywhere (another filesystem too): modes, times, symlinks (never
+    /// followed), hard links, holes, and owners when running as root. Files are cloned
+    /// where the filesystem allows it, copied otherwise. Built under a temporary name and
+    /// renamed, like every other result. Images are made this way.
+    pub fn import_tree(
+        &self,
+        source_path: &Path,
+        workspace: &str,
+        generation: u64,
+    ) -> Result<PathBuf> {
+        let path = self.tree_path(workspace, generation)?;
+        let source = open_existing(source_path)?;
+        let parent = self.ensure_parent(workspace, TREES)?;
+        let name = generation.to_string();
+        let data = match self.backend {
+            Backend::Btrfs | Backend::Reflink => FileData::Reflink,
+            Backend::Copy => FileData::Copy,
+        };
+        publish(
+            parent.as_fd(),
+            &path,
+            &name,
+            self.on_btrfs(),
+            |parent, temp, temp_path| {
+                mkdirat(parent, temp, Mode::from_bits_truncate(0o700))
+                    .map_err(sys("create", temp_path))?;
+                let dest = remove::open_dir(parent, temp, temp_path)?;
+                copy_tree(source.as_fd(), source_path, dest.as_fd(), temp_path, data)?;
+                nix::unistd::syncfs(&dest).map_err(sys("sync", temp_path))
+            },
+        )?;
+        tracing::info!(source = %source_path.display(), workspace, generation, backend = %self.backend, "imported tree");
+        Ok(path)
+    }
+
     /// Deletes tree `generation` of `workspace`.
     pub fn delete_tree(&self, workspace: &str, generation: u64) -> Result<()> {
         let path = self.tree_path(workspace, generation)?;

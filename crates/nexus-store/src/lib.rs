@@ -8,6 +8,7 @@
 
 mod codec;
 mod error;
+mod images;
 mod lock;
 mod migrations;
 mod open;

@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "workspaces",
         sql: include_str!("../migrations/0004_workspaces.sql"),
     },
+    Migration {
+        version: 5,
+        name: "images",
+        sql: include_str!("../migrations/0005_images.sql"),
+    },
 ];
 
 /// The highest version a list of migrations reaches.

@@ -420,7 +420,10 @@ mod tests {
             .expect("a version-3 row");
 
         let store = SqliteStore::open(&path).expect("upgrade");
-        assert_eq!(crate::test_support::version(&path), 4);
+        assert_eq!(
+            crate::test_support::version(&path) as usize,
+            crate::migrations::MIGRATIONS.len()
+        );
         let found = store.sandbox(&old.id).await.expect("get").expect("kept");
         assert_eq!(found.spec.workspace, None);
         assert_eq!(found.spec.mounts, vec![]);

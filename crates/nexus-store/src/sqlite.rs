@@ -6,15 +6,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use nexus_core::{
-    DatabaseInfo, Sandbox, SandboxId, SandboxName, Snapshot, SnapshotId, SnapshotName, Store,
-    StoreError, Timestamp, Transition, Workspace, WorkspaceId, WorkspaceName,
+    DatabaseInfo, Image, ImageId, ImageName, Sandbox, SandboxId, SandboxName, Snapshot, SnapshotId,
+    SnapshotName, Store, StoreError, Timestamp, Transition, Workspace, WorkspaceId, WorkspaceName,
 };
 use rusqlite::Connection;
 
 use crate::error::{SqliteError, io, sql};
 use crate::lock::DbLock;
 use crate::migrations::read_version;
-use crate::{sandboxes, snapshots, workspaces};
+use crate::{images, sandboxes, snapshots, workspaces};
 
 /// The state database of one node, in a SQLite file.
 ///
@@ -261,6 +261,41 @@ impl Store for SqliteStore {
         self.with_connection(move |conn, path| workspaces::using(conn, path, &workspace))
             .await
     }
+
+    async fn insert_image(&self, image: &Image) -> Result<(), StoreError> {
+        let image = image.clone();
+        self.with_connection(move |conn, path| images::insert(conn, path, &image))
+            .await
+    }
+
+    async fn image(&self, id: &ImageId) -> Result<Option<Image>, StoreError> {
+        let id = id.clone();
+        self.with_connection(move |conn, path| images::query_one(conn, path, "id", id.as_str()))
+            .await
+    }
+
+    async fn image_by_name(&self, name: &ImageName) -> Result<Option<Image>, StoreError> {
+        let name = name.clone();
+        self.with_connection(move |conn, path| images::query_one(conn, path, "name", name.as_str()))
+            .await
+    }
+
+    async fn list_images(&self) -> Result<Vec<Image>, StoreError> {
+        self.with_connection(|conn, path| images::list(conn, path))
+            .await
+    }
+
+    async fn delete_image(&self, id: &ImageId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.with_connection(move |conn, path| images::delete(conn, path, &id))
+            .await
+    }
+
+    async fn sandboxes_using_image(&self, name: &str) -> Result<Vec<SandboxId>, StoreError> {
+        let name = name.to_owned();
+        self.with_connection(move |conn, path| images::using(conn, path, &name))
+            .await
+    }
 }
 
 /// The write-ahead log of a database: its path with `-wal` appended.
@@ -301,8 +336,8 @@ mod tests {
         assert_eq!(info.location, db);
         assert_eq!(info.schema_version as usize, MIGRATIONS.len());
         assert_eq!(
-            info.table_count, 4,
-            "meta, sandboxes, workspaces and snapshots"
+            info.table_count, 5,
+            "meta, sandboxes, workspaces, snapshots and images"
         );
         let on_disk = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
         let (main, wal) = (on_disk(&db), on_disk(&wal_path(&db)));

@@ -294,6 +294,7 @@ mod tests {
         deleting_a_workspace_deletes_its_snapshots,
         workspaces_in_use_are_kept,
         sandboxes_need_recorded_workspaces,
+        images_round_trip_and_are_kept_while_used,
     );
 
     #[tokio::test]

@@ -60,6 +60,9 @@ pub enum Command {
     /// Files of a running sandbox: cat, write, ls, stat, rm, mkdir, mv, cp, watch.
     #[command(subcommand)]
     Fs(FsCommand),
+    /// Images sandboxes start from: list, inspect, import, build, delete.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Print a shell completion script, e.g. `nexusctl completion bash > ~/.local/share/bash-completion/completions/nexusctl`.
     Completion {
         /// The shell to complete for.
@@ -140,6 +143,44 @@ pub enum SandboxCommand {
         /// Keep the workspace made for it, as a workspace of its own.
         #[arg(long)]
         keep_workspace: bool,
+    },
+}
+
+/// `nexusctl image ...`
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List images, the built-in `host` first.
+    #[command(alias = "ls")]
+    List,
+    /// Show everything about an image.
+    Inspect {
+        /// Image name or id.
+        image: String,
+    },
+    /// Copy a directory of the daemon's host into a new read-only image.
+    Import {
+        /// The directory (absolute, or relative to this shell's directory).
+        dir: std::path::PathBuf,
+        /// The image's name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Build a hermetic image from a distribution's packages (mmdebstrap), showing progress.
+    Build {
+        /// The image's name.
+        name: String,
+        /// The base: debian:<suite>.
+        #[arg(long, default_value = "debian:bookworm")]
+        from: String,
+        /// Packages to install, comma-separated (repeatable).
+        #[arg(long, value_delimiter = ',')]
+        packages: Vec<String>,
+    },
+    /// Delete an image (refused while sandboxes are on it).
+    #[command(alias = "rm")]
+    Delete {
+        /// Image name or id.
+        image: String,
     },
 }
 

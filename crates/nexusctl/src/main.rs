@@ -68,6 +68,7 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         Command::Workspace(command) => {
             commands::workspace::run(&connect(&cli.global)?, command, out).await
         }
+        Command::Image(command) => commands::image::run(&connect(&cli.global)?, command, out).await,
     }
 }
 

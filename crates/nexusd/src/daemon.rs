@@ -67,16 +67,24 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
     let storage = tokio::task::spawn_blocking(move || crate::storage::DiskStorage::open(&data_dir))
         .await
         .context("the storage-opening task panicked")??;
-    let sandboxes = Arc::new(SandboxService::new(
-        store.clone(),
-        crate::drivers::build(config, &agent_path)?,
-        Arc::new(storage),
-        Arc::new(SystemClock),
-        ServiceConfig {
-            allow_host_driver: config.allow_host_driver,
-            ..ServiceConfig::default()
-        },
-    ));
+    let data_dir = config.data_dir.clone();
+    let images = tokio::task::spawn_blocking(move || crate::storage::DiskImages::open(&data_dir))
+        .await
+        .context("the image-storage-opening task panicked")??;
+    let sandboxes = Arc::new(
+        SandboxService::new(
+            store.clone(),
+            crate::drivers::build(config, &agent_path)?,
+            Arc::new(storage),
+            Arc::new(SystemClock),
+            ServiceConfig {
+                allow_host_driver: config.allow_host_driver,
+                ..ServiceConfig::default()
+            },
+        )
+        .with_images(Arc::new(images))
+        .with_builder(Arc::new(crate::image_build::Mmdebstrap::default())),
+    );
     // Leftovers of operations a crash interrupted go first, so nothing half-made is seen.
     let swept = sandboxes
         .recover_storage()
@@ -85,6 +93,10 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
     if swept > 0 {
         tracing::info!(swept, "removed workspace storage of interrupted operations");
     }
+    sandboxes
+        .recover_images()
+        .await
+        .context("cannot recover the image storage")?;
     // Sandboxes that outlived the previous daemon are adopted before anything is served.
     let adopted = sandboxes
         .adopt()

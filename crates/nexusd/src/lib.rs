@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod drivers;
 pub mod http;
+pub mod image_build;
 pub mod logging;
 pub mod state;
 pub mod storage;

@@ -171,3 +171,82 @@ impl WorkspaceStorage for DiskStorage {
         Ok(removed)
     }
 }
+
+/// Image trees: `nexus-storage` under `<data_dir>/images`, one "workspace" per image id
+/// whose only tree, generation 1, is the image's root. Build scratch directories are
+/// `.tmp-build-*` entries of the root, swept with the other leftovers at startup.
+#[derive(Debug)]
+pub struct DiskImages {
+    inner: nexus_storage::WorkspaceStorage,
+}
+
+/// The generation of an image's one tree.
+const IMAGE_TREE: u64 = 1;
+
+impl DiskImages {
+    /// Opens (creating) `<data_dir>/images`.
+    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        let root = data_dir.join("images");
+        let inner = nexus_storage::WorkspaceStorage::open(&root).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the image storage {}: {}",
+                root.display(),
+                chain(&e)
+            )
+        })?;
+        Ok(Self { inner })
+    }
+}
+
+impl nexus_core::ImageStorage for DiskImages {
+    fn import(&self, image: &nexus_core::ImageId, source: &Path) -> Result<u64, StorageFault> {
+        let tree = self
+            .inner
+            .import_tree(source, image.as_str(), IMAGE_TREE)
+            .map_err(fault)?;
+        nexus_storage::size(&tree).map_err(fault)
+    }
+
+    fn scratch(&self, image: &nexus_core::ImageId) -> Result<PathBuf, StorageFault> {
+        let path = self
+            .inner
+            .root()
+            .join(format!(".tmp-build-{image}-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir(&path).map_err(|e| StorageFault {
+            kind: StorageFaultKind::Other,
+            message: format!("cannot create {}: {e}", path.display()),
+        })?;
+        Ok(path)
+    }
+
+    fn root(&self, image: &nexus_core::ImageId) -> PathBuf {
+        self.inner
+            .tree_path(image.as_str(), IMAGE_TREE)
+            .unwrap_or_else(|_| {
+                self.inner
+                    .root()
+                    .join(image.as_str())
+                    .join("trees")
+                    .join(IMAGE_TREE.to_string())
+            })
+    }
+
+    fn delete(&self, image: &nexus_core::ImageId) -> Result<(), StorageFault> {
+        match self.inner.delete_workspace(image.as_str()) {
+            Ok(()) | Err(StorageError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(fault(e)),
+        }
+    }
+
+    fn recover(&self, known: &[nexus_core::ImageId]) -> Result<Vec<PathBuf>, StorageFault> {
+        let mut removed = self.inner.collect_garbage().map_err(fault)?;
+        for image in self.inner.workspaces().map_err(fault)? {
+            if !known.iter().any(|k| k.as_str() == image) {
+                let path = self.inner.workspace_path(&image).map_err(fault)?;
+                self.inner.delete_workspace(&image).map_err(fault)?;
+                removed.push(path);
+            }
+        }
+        Ok(removed)
+    }
+}

@@ -13,10 +13,13 @@ use crate::driver::{Driver, DriverError, Isolation};
 use crate::sandbox::{
     DriverKind, Limits, Sandbox, SandboxId, SandboxName, SandboxSpec, SandboxState,
 };
-use crate::storage::{QuotaStatus, StorageFault, WorkspaceStorage};
+use crate::storage::{ImageBuilder, ImageStorage, QuotaStatus, StorageFault, WorkspaceStorage};
 use crate::store::{RuntimeUpdate, Store, StoreError, Transition};
 use crate::workspace::{Workspace, WorkspaceId};
 
+mod images;
+#[cfg(test)]
+mod images_tests;
 mod maintenance;
 mod pause;
 mod processes;
@@ -26,10 +29,11 @@ mod workspaces;
 #[cfg(test)]
 mod workspaces_tests;
 
+pub use images::{BuildImage, BuildPlan, ImageView, ImportImage};
 pub use workspaces::{CreateWorkspace, WorkspaceView};
 
-/// The only image that exists until images land: the host's own `/`, read-only.
-pub const HOST_IMAGE: &str = "host";
+/// The built-in image: the host's own `/`, read-only.
+pub use crate::image::HOST_IMAGE;
 
 /// Settings of the service.
 #[derive(Debug, Clone)]
@@ -167,6 +171,18 @@ pub enum ServiceError {
     /// The workspace has no such snapshot.
     #[error("{0}")]
     SnapshotNotFound(String),
+    /// No image has this id or name; the message lists the existing ones.
+    #[error("{0}")]
+    ImageNotFound(String),
+    /// The image name is in use.
+    #[error("an image named {0:?} already exists; choose another name or delete that one")]
+    ImageNameTaken(String),
+    /// The image is used by sandboxes; the message names them.
+    #[error("{0}")]
+    ImageInUse(String),
+    /// Building an image failed; nothing was recorded. The message has the tool's output.
+    #[error("{0}")]
+    ImageBuildFailed(String),
     /// Workspace storage failed.
     #[error(transparent)]
     Storage(StorageFault),
@@ -198,6 +214,8 @@ impl From<StoreError> for ServiceError {
             StoreError::WorkspaceNameTaken { name } => Self::WorkspaceNameTaken(name),
             StoreError::WorkspaceNotFound { id } => Self::WorkspaceNotFound(id.to_string()),
             StoreError::WorkspaceInUse { .. } => Self::WorkspaceInUse(err.to_string()),
+            StoreError::ImageNameTaken { name } => Self::ImageNameTaken(name),
+            StoreError::ImageInUse { .. } => Self::ImageInUse(err.to_string()),
             StoreError::SnapshotNameTaken { .. } | StoreError::GenerationChanged { .. } => {
                 Self::Conflict(err.to_string())
             }
@@ -212,6 +230,10 @@ pub struct SandboxService {
     store: Arc<dyn Store>,
     drivers: HashMap<DriverKind, Arc<dyn Driver>>,
     storage: Arc<dyn WorkspaceStorage>,
+    /// Image trees; `None` until [`SandboxService::with_images`]: only `host` exists.
+    images: Option<Arc<dyn ImageStorage>>,
+    /// Builds images; `None` until [`SandboxService::with_builder`].
+    builder: Option<Arc<dyn ImageBuilder>>,
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
     agents: Mutex<HashMap<SandboxId, AgentClient>>,
@@ -234,6 +256,8 @@ impl SandboxService {
             store,
             drivers: drivers.into_iter().map(|d| (d.kind(), d)).collect(),
             storage,
+            images: None,
+            builder: None,
             clock,
             config,
             agents: Mutex::default(),
@@ -241,6 +265,21 @@ impl SandboxService {
             isolation: Mutex::default(),
             locks: Mutex::default(),
         }
+    }
+
+    /// The same service with image trees kept in `images`, so images can be imported,
+    /// built and used.
+    #[must_use]
+    pub fn with_images(mut self, images: Arc<dyn ImageStorage>) -> Self {
+        self.images = Some(images);
+        self
+    }
+
+    /// The same service able to build images with `builder`.
+    #[must_use]
+    pub fn with_builder(mut self, builder: Arc<dyn ImageBuilder>) -> Self {
+        self.builder = Some(builder);
+        self
     }
 
     /// Validates a request, records the sandbox and, when asked, starts it. Nothing is
@@ -257,7 +296,11 @@ impl SandboxService {
         id: SandboxId,
         prepared: Option<Workspace>,
     ) -> Result<SandboxView, ServiceError> {
-        let mut spec = match self.validate(request.clone()) {
+        let validated = match self.validate(request.clone()) {
+            Ok(spec) => self.check_image(spec).await,
+            Err(err) => Err(err),
+        };
+        let mut spec = match validated {
             Ok(spec) => spec,
             Err(err) => {
                 if let Some(workspace) = &prepared {
@@ -411,12 +454,8 @@ impl SandboxService {
             Some(name) => SandboxName::parse(&name).map_err(ServiceError::Invalid)?,
             None => SandboxName::generate(),
         };
+        // Whether a named image exists is checked by `check_image`, which can ask the store.
         let image = request.image.unwrap_or_else(|| HOST_IMAGE.to_owned());
-        if image != HOST_IMAGE {
-            return Err(ServiceError::Invalid(format!(
-                "image {image:?} does not exist; the available image is {HOST_IMAGE:?}"
-            )));
-        }
         let driver = match request.driver {
             Some(name) => DriverKind::parse(&name).ok_or_else(|| {
                 ServiceError::Invalid(format!(

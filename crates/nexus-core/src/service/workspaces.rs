@@ -361,9 +361,11 @@ impl SandboxService {
                 target: mount.path.clone(),
             });
         }
+        let image_root = self.image_root(&sandbox.spec.image).await?;
         Ok(SandboxMounts {
             workspace,
             read_only,
+            image_root,
         })
     }
 
@@ -671,7 +673,7 @@ impl SandboxService {
         }
     }
 
-    async fn sandbox_names(&self, ids: impl Iterator<Item = &SandboxId>) -> String {
+    pub(super) async fn sandbox_names(&self, ids: impl Iterator<Item = &SandboxId>) -> String {
         let mut names = Vec::new();
         for id in ids {
             match self.store.sandbox(id).await {

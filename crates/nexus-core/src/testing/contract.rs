@@ -435,3 +435,91 @@ pub async fn sandboxes_need_recorded_workspaces(store: &dyn Store) {
         .expect("no workspace at all");
     assert_eq!(store.sandbox(&legacy.id).await.expect("get"), Some(legacy));
 }
+
+/// Images: every field round-trips (both sources), names are unique, and an image named
+/// by a sandbox cannot be deleted until that sandbox is gone.
+pub async fn images_round_trip_and_are_kept_while_used(store: &dyn Store) {
+    use crate::image::{Image, ImageId, ImageName, ImageSource};
+    let imported = Image {
+        id: ImageId::generate(),
+        name: ImageName::parse("tools").expect("valid"),
+        source: ImageSource::Imported {
+            from_dir: "/srv/tools".into(),
+        },
+        size_bytes: 12_345,
+        created_at: Timestamp(1_000),
+    };
+    let built = Image {
+        id: ImageId::generate(),
+        name: ImageName::parse("py").expect("valid"),
+        source: ImageSource::Built {
+            from: "debian:bookworm".into(),
+            packages: vec!["python3".into(), "git".into()],
+            tool: "mmdebstrap 1.3.5".into(),
+        },
+        size_bytes: 99,
+        created_at: Timestamp(2_000),
+    };
+    store.insert_image(&imported).await.expect("insert");
+    store.insert_image(&built).await.expect("insert");
+    assert_eq!(
+        store.image(&built.id).await.expect("get").as_ref(),
+        Some(&built)
+    );
+    assert_eq!(
+        store
+            .image_by_name(&imported.name)
+            .await
+            .expect("get")
+            .as_ref(),
+        Some(&imported)
+    );
+    assert_eq!(
+        store.list_images().await.expect("list"),
+        vec![imported.clone(), built.clone()]
+    );
+    let twin = Image {
+        id: ImageId::generate(),
+        ..imported.clone()
+    };
+    assert!(matches!(
+        store.insert_image(&twin).await,
+        Err(StoreError::ImageNameTaken { name }) if name == "tools"
+    ));
+
+    let mut on_tools = sandbox("on-tools", 3_000, None, vec![]);
+    on_tools.spec.image = "tools".into();
+    store
+        .insert_sandbox(&on_tools)
+        .await
+        .expect("insert sandbox");
+    assert_eq!(
+        store.sandboxes_using_image("tools").await.expect("users"),
+        vec![on_tools.id.clone()]
+    );
+    assert!(
+        store
+            .sandboxes_using_image("py")
+            .await
+            .expect("users")
+            .is_empty()
+    );
+    match store.delete_image(&imported.id).await {
+        Err(StoreError::ImageInUse { name, sandboxes }) => {
+            assert_eq!(
+                (name.as_str(), sandboxes),
+                ("tools", vec![on_tools.id.clone()])
+            );
+        }
+        other => panic!("expected ImageInUse, got {other:?}"),
+    }
+    assert!(store.delete_sandbox(&on_tools.id).await.expect("delete"));
+    assert!(
+        store
+            .delete_image(&imported.id)
+            .await
+            .expect("delete image")
+    );
+    assert!(!store.delete_image(&imported.id).await.expect("again"));
+    assert_eq!(store.list_images().await.expect("list"), vec![built]);
+}

@@ -11,9 +11,10 @@ mod driver;
 mod storage;
 
 pub use driver::FakeDriver;
-pub use storage::FakeStorage;
+pub use storage::{FakeImageBuilder, FakeImageStorage, FakeStorage};
 
 use crate::clock::{Clock, Timestamp};
+use crate::image::{Image, ImageId, ImageName};
 use crate::sandbox::{Sandbox, SandboxId, SandboxName};
 use crate::store::{DatabaseInfo, Store, StoreError, Transition, apply_generation};
 use crate::workspace::{Snapshot, SnapshotId, SnapshotName, Workspace, WorkspaceId, WorkspaceName};
@@ -61,6 +62,7 @@ struct Tables {
     sandboxes: Vec<Sandbox>,
     workspaces: Vec<Workspace>,
     snapshots: Vec<Snapshot>,
+    images: Vec<Image>,
 }
 
 impl Default for MemoryStore {
@@ -345,6 +347,62 @@ impl Store for MemoryStore {
         self.check()?;
         Ok(self.tables().users_of(workspace))
     }
+
+    async fn insert_image(&self, image: &Image) -> Result<(), StoreError> {
+        self.check()?;
+        let mut t = self.tables();
+        if t.images.iter().any(|i| i.name == image.name) {
+            return Err(StoreError::ImageNameTaken {
+                name: image.name.to_string(),
+            });
+        }
+        t.images.push(image.clone());
+        Ok(())
+    }
+
+    async fn image(&self, id: &ImageId) -> Result<Option<Image>, StoreError> {
+        self.check()?;
+        Ok(self.tables().images.iter().find(|i| &i.id == id).cloned())
+    }
+
+    async fn image_by_name(&self, name: &ImageName) -> Result<Option<Image>, StoreError> {
+        self.check()?;
+        Ok(self
+            .tables()
+            .images
+            .iter()
+            .find(|i| &i.name == name)
+            .cloned())
+    }
+
+    async fn list_images(&self) -> Result<Vec<Image>, StoreError> {
+        self.check()?;
+        let mut images = self.tables().images.clone();
+        images.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(images)
+    }
+
+    async fn delete_image(&self, id: &ImageId) -> Result<bool, StoreError> {
+        self.check()?;
+        let mut t = self.tables();
+        let Some(index) = t.images.iter().position(|i| &i.id == id) else {
+            return Ok(false);
+        };
+        let users = t.image_users(t.images[index].name.as_str());
+        if !users.is_empty() {
+            return Err(StoreError::ImageInUse {
+                name: t.images[index].name.to_string(),
+                sandboxes: users,
+            });
+        }
+        t.images.remove(index);
+        Ok(true)
+    }
+
+    async fn sandboxes_using_image(&self, name: &str) -> Result<Vec<SandboxId>, StoreError> {
+        self.check()?;
+        Ok(self.tables().image_users(name))
+    }
 }
 
 impl MemoryStore {
@@ -356,6 +414,17 @@ impl MemoryStore {
 }
 
 impl Tables {
+    /// The sandboxes on an image, oldest first.
+    fn image_users(&self, image: &str) -> Vec<SandboxId> {
+        let mut sandboxes: Vec<&Sandbox> = self
+            .sandboxes
+            .iter()
+            .filter(|s| s.spec.image == image)
+            .collect();
+        sandboxes.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        sandboxes.into_iter().map(|s| s.id.clone()).collect()
+    }
+
     fn workspace_mut(&mut self, id: &WorkspaceId) -> Result<&mut Workspace, StoreError> {
         self.workspaces
             .iter_mut()
@@ -409,6 +478,7 @@ mod tests {
         deleting_a_workspace_deletes_its_snapshots,
         workspaces_in_use_are_kept,
         sandboxes_need_recorded_workspaces,
+        images_round_trip_and_are_kept_while_used,
     );
 
     #[tokio::test]

@@ -2,12 +2,14 @@
 //! refusals as the real storage (no overwrite, not-found), and a switch to fail.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::image::ImageId;
 use crate::storage::{
-    KnownWorkspace, QuotaStatus, StorageBackend, StorageFault, StorageFaultKind, WorkspaceStorage,
+    ImageStorage, KnownWorkspace, QuotaStatus, StorageBackend, StorageFault, StorageFaultKind,
+    WorkspaceStorage,
 };
 use crate::workspace::{SnapshotId, WorkspaceId};
 
@@ -190,5 +192,102 @@ impl WorkspaceStorage for FakeStorage {
             keep
         });
         Ok(removed)
+    }
+}
+
+/// Image storage whose trees are names in a set; imports of a missing directory fail
+/// as the real one does, and every import "measures" 4096 bytes.
+#[derive(Debug, Default)]
+pub struct FakeImageStorage {
+    trees: Mutex<BTreeSet<String>>,
+}
+
+impl FakeImageStorage {
+    /// Whether this image has a tree.
+    pub fn has(&self, image: &ImageId) -> bool {
+        self.trees
+            .lock()
+            .expect("fake lock")
+            .contains(image.as_str())
+    }
+}
+
+impl ImageStorage for FakeImageStorage {
+    fn import(&self, image: &ImageId, source: &Path) -> Result<u64, StorageFault> {
+        if !source.is_dir() {
+            return Err(fault(
+                StorageFaultKind::NotFound,
+                &format!("cannot open {}: not a directory", source.display()),
+            ));
+        }
+        if !self
+            .trees
+            .lock()
+            .expect("fake lock")
+            .insert(image.to_string())
+        {
+            return Err(fault(StorageFaultKind::Other, "fake: image tree exists"));
+        }
+        Ok(4096)
+    }
+
+    fn scratch(&self, image: &ImageId) -> Result<PathBuf, StorageFault> {
+        let path = std::env::temp_dir().join(format!("fake-scratch-{image}"));
+        std::fs::create_dir_all(&path)
+            .map_err(|e| fault(StorageFaultKind::Other, &format!("fake: {e}")))?;
+        Ok(path)
+    }
+
+    fn root(&self, image: &ImageId) -> PathBuf {
+        PathBuf::from("/fake/images").join(image.as_str())
+    }
+
+    fn delete(&self, image: &ImageId) -> Result<(), StorageFault> {
+        self.trees.lock().expect("fake lock").remove(image.as_str());
+        Ok(())
+    }
+
+    fn recover(&self, known: &[ImageId]) -> Result<Vec<PathBuf>, StorageFault> {
+        let mut trees = self.trees.lock().expect("fake lock");
+        let gone: Vec<String> = trees
+            .iter()
+            .filter(|t| !known.iter().any(|k| k.as_str() == t.as_str()))
+            .cloned()
+            .collect();
+        for t in &gone {
+            trees.remove(t);
+        }
+        Ok(gone.iter().map(|t| self.root_of(t)).collect())
+    }
+}
+
+impl FakeImageStorage {
+    fn root_of(&self, id: &str) -> PathBuf {
+        PathBuf::from("/fake/images").join(id)
+    }
+}
+
+/// A builder that "installs" each package as one progress line, and fails on a package
+/// named `missing`.
+#[derive(Debug, Default)]
+pub struct FakeImageBuilder;
+
+#[async_trait::async_trait]
+impl crate::storage::ImageBuilder for FakeImageBuilder {
+    async fn build(
+        &self,
+        suite: &str,
+        packages: &[String],
+        _dest: &Path,
+        progress: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<String, String> {
+        let _ = progress.send(format!("fake: bootstrapping {suite}"));
+        for package in packages {
+            if package == "missing" {
+                return Err("E: Unable to locate package missing".into());
+            }
+            let _ = progress.send(format!("fake: installing {package}"));
+        }
+        Ok("fake-builder 1.0".into())
     }
 }

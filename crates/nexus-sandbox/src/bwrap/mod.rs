@@ -95,6 +95,10 @@ pub struct BwrapSpec {
     pub agent: Option<PathBuf>,
     /// The command and its arguments, as seen inside the sandbox.
     pub command: Vec<OsString>,
+    /// Bind `root` read-write as the sandbox's `/` (a per-sandbox overlay of an image, see
+    /// [`crate::layer`]) instead of the read-only entries on a tmpfs. Masks and shadows
+    /// must then be empty: nothing of the host is in such a root.
+    pub writable_root: bool,
 }
 
 /// The file descriptors bwrap reads, as numbered in its process.
@@ -177,6 +181,12 @@ impl BwrapSpec {
         for shadow in &self.shadows {
             absolute("shadowed directory", &shadow.path)?;
         }
+        if self.writable_root && (!self.masks.is_empty() || !self.shadows.is_empty()) {
+            return Err(SpecError::MountTarget {
+                target: "/".into(),
+                reason: "a writable root has no masks or shadowed directories".into(),
+            });
+        }
         let host_char = |c: char| c.is_ascii_alphanumeric() || c == '-';
         if self.hostname.is_empty()
             || self.hostname.len() > 63
@@ -229,7 +239,17 @@ pub fn build_args(spec: &BwrapSpec, fds: SpecFds) -> Result<Vec<OsString>, SpecE
     }
 
     let masks = effective_masks(&spec.masks);
-    for entry in &spec.root.entries {
+    if spec.writable_root {
+        // Mount points bwrap needs are made in the layer, by the sandbox's own user,
+        // who owns that root.
+        args.push_os(["--bind".into(), spec.root.path.clone().into(), "/".into()]);
+    }
+    let entries = if spec.writable_root {
+        &[][..]
+    } else {
+        &spec.root.entries[..]
+    };
+    for entry in entries {
         let Some(name) = entry.name.to_str() else {
             // Non-UTF-8 top-level names do not occur in images; skip rather than guess.
             continue;
@@ -322,7 +342,10 @@ pub fn build_args(spec: &BwrapSpec, fds: SpecFds) -> Result<Vec<OsString>, SpecE
     for shadow in &shadows {
         args.push_os(["--remount-ro".into(), shadow.path.clone().into()]);
     }
-    args.push(["--remount-ro", "/run", "--remount-ro", "/"]);
+    args.push(["--remount-ro", "/run"]);
+    if !spec.writable_root {
+        args.push(["--remount-ro", "/"]);
+    }
     args.push(["--seccomp", &fds.seccomp.to_string()]);
     if let Some(info) = fds.info {
         args.push(["--info-fd", &info.to_string()]);
@@ -436,6 +459,7 @@ mod tests {
             hostname: "sb-1".into(),
             env: vec![("LANG".into(), "C.UTF-8".into())],
             agent: Some("/usr/lib/nexus/nexus-agent".into()),
+            writable_root: false,
             command: BwrapSpec::agent_command(3),
         }
     }
@@ -485,6 +509,7 @@ mod tests {
                 ("PATH".into(), "/bin".into()),
                 ("HOME".into(), "/tmp".into()),
             ],
+            writable_root: false,
             command: vec!["sh".into(), "-c".into(), "echo hi".into()],
             ..spec()
         };
@@ -600,6 +625,39 @@ mod tests {
             build_args(&spec, FDS),
             Err(SpecError::RelativePath { .. })
         ));
+    }
+
+    #[test]
+    fn a_writable_root_is_bound_whole_and_stays_writable() {
+        let spec = BwrapSpec {
+            root: ImageRoot {
+                path: "/var/lib/nexus/sandboxes/sb/layer/root".into(),
+                entries: vec![entry("usr", EntryKind::Dir)],
+            },
+            masks: Vec::new(),
+            shadows: Vec::new(),
+            writable_root: true,
+            ..spec()
+        };
+        let args = render(&build_args(&spec, FDS).expect("valid"));
+        assert!(
+            args.contains("--bind /var/lib/nexus/sandboxes/sb/layer/root / "),
+            "{args}"
+        );
+        assert!(
+            !args.contains("--ro-bind /var/lib/nexus/sandboxes/sb/layer/root/usr"),
+            "{args}"
+        );
+        assert!(!args.contains("--remount-ro / "), "{args}");
+        assert!(args.contains("--remount-ro /run"), "{args}");
+        let masked = BwrapSpec {
+            writable_root: true,
+            ..self::spec()
+        };
+        assert!(
+            build_args(&masked, FDS).is_err(),
+            "masks make no sense there"
+        );
     }
 
     #[test]

@@ -61,7 +61,27 @@ struct Runtime {
     socket: PathBuf,
     runtime_dir: PathBuf,
     limits: Vec<Enforcement>,
+    /// How the sandbox's root is made, for the isolation report.
+    #[serde(default)]
+    root: RootKind,
 }
+
+/// A sandbox's `/`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RootKind {
+    /// The host's `/`, read-only, secrets masked.
+    #[default]
+    Host,
+    /// An image under the sandbox's own writable layer.
+    ImageLayer,
+    /// An image, read-only (a non-root daemon cannot mount the layer).
+    ImageReadOnly,
+}
+
+/// The isolation report's warning for a read-only image root.
+const READ_ONLY_IMAGE_WARNING: &str =
+    "root filesystem read-only: the writable layer needs nexusd running as root";
 
 /// One line of the limit part of the isolation report, persisted with the runtime.
 #[derive(Debug, Serialize, Deserialize)]
@@ -159,11 +179,18 @@ impl BwrapDriver {
                 }
                 HostUser::Current => Vec::new(),
             };
-            let root = ImageRoot::scan(Path::new("/"))
-                .map_err(|e| format!("cannot read the host image: {e}"))?;
-            let masks = resolve_masks(&self.config.masked, user.uid());
+            let (root, root_kind) = self.root_for(id, mounts, user)?;
+            let masks = match root_kind {
+                RootKind::Host => resolve_masks(&self.config.masked, user.uid()),
+                // Nothing of the host is in an image: there is no secret to hide.
+                RootKind::ImageLayer | RootKind::ImageReadOnly => Vec::new(),
+            };
             let targets: Vec<&Path> = read_only.iter().map(|b| b.target.as_path()).collect();
-            let shadows = plan_shadows(&root, &masks, &targets).map_err(|e| e.to_string())?;
+            let shadows = if root_kind == RootKind::ImageLayer {
+                Vec::new() // bwrap makes the mount points in the writable layer
+            } else {
+                plan_shadows(&root, &masks, &targets).map_err(|e| e.to_string())?
+            };
             let limits = &sandbox.spec.limits;
             let spec = BwrapSpec {
                 root,
@@ -176,6 +203,7 @@ impl BwrapDriver {
                 env: Vec::new(),
                 agent: Some(self.config.agent.clone()),
                 command: BwrapSpec::agent_command(launch::LISTEN_FD),
+                writable_root: root_kind == RootKind::ImageLayer,
             };
             spec.validate().map_err(|e| e.to_string())?;
             let setup = self
@@ -216,12 +244,47 @@ impl BwrapDriver {
                 socket: launched.socket_path,
                 runtime_dir: launched.runtime_dir,
                 limits: report,
+                root: root_kind,
             })
         })();
         if result.is_err() {
+            crate::layer::unmount(&self.layer(id));
             self.release(user);
         }
         result
+    }
+
+    /// The sandbox's `/`: the host's, or its image under its writable layer (root
+    /// daemon), or its image read-only.
+    fn root_for(
+        &self,
+        id: &str,
+        mounts: &SandboxMounts,
+        user: HostUser,
+    ) -> Result<(ImageRoot, RootKind), String> {
+        let Some(image) = &mounts.image_root else {
+            let root = ImageRoot::scan(Path::new("/"))
+                .map_err(|e| format!("cannot read the host image: {e}"))?;
+            return Ok((root, RootKind::Host));
+        };
+        if !image.is_dir() {
+            return Err(format!("the image tree {} is missing", image.display()));
+        }
+        let (path, kind) = match user {
+            HostUser::Dedicated(uid) => {
+                let merged = crate::layer::mount(image, &self.layer(id), uid)?;
+                (merged, RootKind::ImageLayer)
+            }
+            HostUser::Current => (image.clone(), RootKind::ImageReadOnly),
+        };
+        let root = ImageRoot::scan(&path)
+            .map_err(|e| format!("cannot read the image at {}: {e}", path.display()))?;
+        Ok((root, kind))
+    }
+
+    /// Where a sandbox's writable layer lives.
+    fn layer(&self, id: &str) -> PathBuf {
+        crate::layer::layer_dir(&self.config.layout.sandbox_data(id))
     }
 
     fn release(&self, user: HostUser) {
@@ -269,6 +332,8 @@ impl BwrapDriver {
             }
             (None, None) => remove_tree(&runtime_dir)?,
         }
+        // The processes are gone: the merged tree can go too (its changes stay).
+        crate::layer::unmount(&self.layer(id));
         if let Some(rt) = runtime
             && rt.dedicated_uid
         {
@@ -429,6 +494,7 @@ impl Driver for BwrapDriver {
 
     fn isolation(&self, _sandbox: &Sandbox, runtime: &str) -> Isolation {
         let runtime = parse(runtime);
+        let root = runtime.as_ref().map(|r| r.root);
         Isolation {
             isolated: true,
             namespaces: ["user", "mount", "pid", "ipc", "uts", "net", "cgroup"]
@@ -452,7 +518,10 @@ impl Driver for BwrapDriver {
                         .collect()
                 })
                 .unwrap_or_default(),
-            warnings: Vec::new(),
+            warnings: match root {
+                Some(RootKind::ImageReadOnly) => vec![READ_ONLY_IMAGE_WARNING.to_owned()],
+                _ => Vec::new(),
+            },
         }
     }
 

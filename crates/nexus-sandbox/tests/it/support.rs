@@ -148,6 +148,7 @@ impl Harness {
             hostname: "sandbox".into(),
             env: vec![("LANG".into(), "C.UTF-8".into())],
             agent: None,
+            writable_root: false,
             command: vec!["/bin/sh".into(), "-c".into(), script.into()],
         }
     }

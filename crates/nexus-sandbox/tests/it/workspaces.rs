@@ -345,6 +345,7 @@ async fn the_bwrap_driver_honours_the_mounts_and_destroy_keeps_the_trees() {
     let ws = tree(&h, "main", 1);
     let on_ws = SandboxMounts {
         workspace: Some(ws.clone()),
+        image_root: None,
         read_only: Vec::new(),
     };
     let stop =
@@ -379,6 +380,7 @@ async fn the_bwrap_driver_honours_the_mounts_and_destroy_keeps_the_trees() {
     let reader = sandbox("reader", DriverKind::Bwrap);
     let mounts = SandboxMounts {
         workspace: Some(other.clone()),
+        image_root: None,
         read_only: vec![ReadOnlyMount {
             source: ws.clone(),
             target: "/mnt/data".into(),
@@ -443,6 +445,7 @@ async fn the_host_driver_runs_in_the_tree_and_refuses_read_only_mounts() {
             &sandbox("refused", DriverKind::Host),
             &SandboxMounts {
                 workspace: Some(ws.clone()),
+                image_root: None,
                 read_only: vec![ReadOnlyMount {
                     source: tree(&h, "other", 1),
                     target: "/mnt/data".into(),
@@ -459,6 +462,7 @@ async fn the_host_driver_runs_in_the_tree_and_refuses_read_only_mounts() {
     let on_tree = sandbox("on-tree", DriverKind::Host);
     let mounts = SandboxMounts {
         workspace: Some(ws.clone()),
+        image_root: None,
         read_only: Vec::new(),
     };
     let started = driver.start(&on_tree, &mounts).await.expect("start");

@@ -4,6 +4,7 @@ pub mod completion;
 pub mod doctor;
 pub mod exec;
 pub mod fs;
+pub mod image;
 pub mod process;
 pub mod sandbox;
 pub mod status;

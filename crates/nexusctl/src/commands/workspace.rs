@@ -191,7 +191,7 @@ fn inspect_text(info: &WorkspaceInfo) -> String {
     text
 }
 
-fn plain_table(header: &[&str]) -> Table {
+pub(super) fn plain_table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
         .load_preset(NOTHING)
@@ -200,7 +200,7 @@ fn plain_table(header: &[&str]) -> Table {
     table
 }
 
-fn render(mut table: Table) -> String {
+pub(super) fn render(mut table: Table) -> String {
     for column in table.column_iter_mut() {
         column.set_padding((0, 2));
     }

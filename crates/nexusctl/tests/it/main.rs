@@ -4,5 +4,6 @@
 mod commands;
 mod files;
 mod harness;
+mod images;
 mod sandboxes;
 mod workspaces;

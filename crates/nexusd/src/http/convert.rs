@@ -209,6 +209,12 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(ErrorCode::WorkspaceNameTaken, message)
             }
             ServiceError::WorkspaceInUse(_) => ApiError::new(ErrorCode::WorkspaceInUse, message),
+            ServiceError::ImageNotFound(_) => ApiError::new(ErrorCode::ImageNotFound, message),
+            ServiceError::ImageNameTaken(_) => ApiError::new(ErrorCode::ImageNameTaken, message),
+            ServiceError::ImageInUse(_) => ApiError::new(ErrorCode::ImageInUse, message),
+            ServiceError::ImageBuildFailed(_) => {
+                ApiError::new(ErrorCode::ImageBuildFailed, message)
+            }
             ServiceError::SnapshotNotFound(_) => {
                 ApiError::new(ErrorCode::SnapshotNotFound, message)
             }

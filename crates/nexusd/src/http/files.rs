@@ -171,7 +171,7 @@ pub async fn write(
     axum::extract::Path(id): axum::extract::Path<String>,
     Query(query): Query<WriteQuery>,
     body: Body,
-) -> Result<Json<FileStat>, ApiError> {
+) -> Result<Json<FileStat>, UploadError> {
     check_path(&query.path)?;
     let request = proto::WriteRequest {
         path: query.path,
@@ -638,7 +638,7 @@ pub async fn upload_archive(
     axum::extract::Path(id): axum::extract::Path<String>,
     Query(query): Query<PathQuery>,
     body: Body,
-) -> Result<Json<TreeSummary>, ApiError> {
+) -> Result<Json<TreeSummary>, UploadError> {
     check_path(&query.path)?;
     let agent = agent(&state, &id).await?;
     let summary = agent
@@ -701,6 +701,36 @@ pub async fn watch(
         Body::from_stream(lines),
     )
         .into_response())
+}
+
+/// The error of a route that streams the request body: the same body as [`ApiError`],
+/// plus `Connection: close`. Such an error often comes before the client finished
+/// sending (a full disk, a missing parent), and the unread rest of the body makes the
+/// connection unusable; without the header a client's pool may reuse it and see its next
+/// request fail.
+#[derive(Debug)]
+pub struct UploadError(ApiError);
+
+impl From<ApiError> for UploadError {
+    fn from(err: ApiError) -> Self {
+        Self(err)
+    }
+}
+
+impl From<nexus_core::service::ServiceError> for UploadError {
+    fn from(err: nexus_core::service::ServiceError) -> Self {
+        Self(err.into())
+    }
+}
+
+impl IntoResponse for UploadError {
+    fn into_response(self) -> Response {
+        let mut response = self.0.into_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    }
 }
 
 /// An agent refusal as the API's error: the agent's message names the path.

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod convert;
 pub mod error;
 pub mod files;
+pub mod images;
 pub mod json;
 pub mod metrics;
 pub mod openapi;
@@ -57,6 +58,9 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(workspaces::delete_snapshot))
         .routes(routes!(workspaces::restore))
         .routes(routes!(workspaces::fork))
+        .routes(routes!(images::list, images::import))
+        .routes(routes!(images::get, images::delete))
+        .routes(routes!(images::build))
         .routes(routes!(sandboxes::exec))
         .routes(routes!(processes::start, processes::list))
         .routes(routes!(processes::output))

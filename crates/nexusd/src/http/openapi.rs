@@ -20,6 +20,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "processes", description = "Background processes in a sandbox"),
         (name = "files", description = "Files of a running sandbox"),
         (name = "workspaces", description = "Persistent workspaces, snapshots, restore and fork"),
+        (name = "images", description = "Images: the read-only root trees sandboxes start from"),
     )
 )]
 pub struct ApiDoc;

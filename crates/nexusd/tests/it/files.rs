@@ -446,11 +446,24 @@ async fn a_full_tmp_is_507_and_keeps_the_old_content() {
         .await;
     let files = Files::new(&daemon, &dirs, "full");
     files.write("/tmp/small", b"old content").await;
-    let (status, err) = files
-        .put(&[("path", "/tmp/small")], vec![7u8; 4 * 1024 * 1024])
-        .await;
-    assert_eq!(status, 507, "{err}");
-    assert_eq!(err["error"]["code"], "insufficient_storage");
+    let res = files
+        .http
+        .put(format!("{}/content", files.base))
+        .query(&[("path", "/tmp/small")])
+        .bearer_auth(&files.token)
+        .body(vec![7u8; 4 * 1024 * 1024])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 507);
+    // Regression: the daemon answers before reading the whole body, so it must not let
+    // the client reuse the connection (the next request failed now and then).
+    assert_eq!(
+        res.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    let err: Value = res.json().await.expect("json");
+    assert_eq!(err["error"]["code"], "insufficient_storage", "{err}");
     assert_eq!(files.read("/tmp/small").await, b"old content");
 }
 

@@ -65,6 +65,13 @@ impl Dirs {
 impl Drop for Dirs {
     /// Sandboxes outlive their daemon by design; a test must not leave them behind.
     fn drop(&mut self) {
+        // Writable layers of sandboxes on images (root daemon): their overlay mounts.
+        if let Ok(layers) = std::fs::read_dir(self.path("data").join("nexus").join("sandboxes")) {
+            for entry in layers.filter_map(Result::ok) {
+                let merged = entry.path().join("layer").join("root");
+                let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
         let Ok(entries) = std::fs::read_dir(self.path("run").join("nexus").join("sandboxes"))
         else {
             return;

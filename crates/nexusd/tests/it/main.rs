@@ -4,6 +4,7 @@ mod api;
 mod config;
 mod files;
 mod harness;
+mod images;
 mod lifecycle;
 mod pause;
 mod processes;

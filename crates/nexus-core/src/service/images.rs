@@ -1,0 +1,431 @@
+//! Images through the service: the read-only root trees sandboxes start from.
+//!
+//! Order of every change, as for workspaces: the storage step first (an import either
+//! completes or leaves garbage that [`SandboxService::recover_images`] sweeps), then the
+//! store records it. Deleting goes the other way: the record first (refused while any
+//! sandbox names the image), then the tree. The built-in `host` image has no record and
+//! no tree: it is the host's `/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{SandboxService, ServiceError};
+use crate::driver::DriverError;
+use crate::image::{HOST_IMAGE, Image, ImageId, ImageName, ImageSource};
+use crate::sandbox::{DriverKind, SandboxSpec};
+use crate::storage::{ImageStorage, StorageFault, StorageFaultKind};
+
+/// A request to import a directory of the daemon's host as an image.
+#[derive(Debug, Clone, Default)]
+pub struct ImportImage {
+    /// The image's name.
+    pub name: String,
+    /// The directory to copy, absolute.
+    pub path: String,
+}
+
+/// A request to build an image from a distribution's packages.
+#[derive(Debug, Clone, Default)]
+pub struct BuildImage {
+    /// The image's name.
+    pub name: String,
+    /// The base: `debian:<suite>`.
+    pub from: String,
+    /// Packages to install beyond the base.
+    pub packages: Vec<String>,
+}
+
+/// A validated build, ready to run with [`SandboxService::build_image`].
+#[derive(Debug, Clone)]
+pub struct BuildPlan {
+    name: ImageName,
+    from: String,
+    suite: String,
+    packages: Vec<String>,
+}
+
+/// An image as the API shows it: a recorded one, or the built-in `host`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageView {
+    /// The name sandboxes use.
+    pub name: String,
+    /// The record; `None` for the built-in `host` image.
+    pub image: Option<Image>,
+    /// Names of the sandboxes on it, oldest first.
+    pub used_by: Vec<String>,
+}
+
+impl SandboxService {
+    /// Every image, the built-in `host` first, then the recorded ones, oldest first.
+    pub async fn list_images(&self) -> Result<Vec<ImageView>, ServiceError> {
+        let mut views = vec![self.image_view(HOST_IMAGE.to_owned(), None).await?];
+        for image in self.store.list_images().await? {
+            views.push(self.image_view(image.name.to_string(), Some(image)).await?);
+        }
+        Ok(views)
+    }
+
+    /// One image, by id or name (`host` for the built-in one).
+    pub async fn image(&self, id_or_name: &str) -> Result<ImageView, ServiceError> {
+        if id_or_name == HOST_IMAGE {
+            return self.image_view(HOST_IMAGE.to_owned(), None).await;
+        }
+        let image = self.find_image(id_or_name).await?;
+        self.image_view(image.name.to_string(), Some(image)).await
+    }
+
+    /// Copies a directory of the host into a new image. The directory is read once;
+    /// the image never changes afterwards.
+    pub async fn import_image(&self, request: ImportImage) -> Result<ImageView, ServiceError> {
+        let name = ImageName::parse(&request.name).map_err(ServiceError::Invalid)?;
+        let source = validate_import_path(&request.path)?;
+        let images = self.image_storage()?;
+        if self.store.image_by_name(&name).await?.is_some() {
+            return Err(ServiceError::ImageNameTaken(name.to_string()));
+        }
+        let id = ImageId::generate();
+        let size_bytes = {
+            let (id, source) = (id.clone(), source.clone());
+            image_blocking(images.clone(), move |s| s.import(&id, &source)).await?
+        };
+        let image = Image {
+            id,
+            name,
+            source: ImageSource::Imported {
+                from_dir: request.path,
+            },
+            size_bytes,
+            created_at: self.clock.now(),
+        };
+        self.record_image(&images, &image).await?;
+        tracing::info!(image = %image.name, image_id = %image.id, from = %source.display(), size_bytes, "image imported");
+        self.image_view(image.name.to_string(), Some(image)).await
+    }
+
+    /// Checks a build request (names, base, packages, a builder here, the name free)
+    /// before anything runs, so a bad request fails at once.
+    pub async fn plan_build(&self, request: BuildImage) -> Result<BuildPlan, ServiceError> {
+        let name = ImageName::parse(&request.name).map_err(ServiceError::Invalid)?;
+        let suite = request
+            .from
+            .strip_prefix("debian:")
+            .filter(|s| !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_lowercase()))
+            .ok_or_else(|| {
+                ServiceError::Invalid(format!(
+                    "from {:?} is not supported: use debian:<suite>, e.g. debian:bookworm",
+                    request.from
+                ))
+            })?
+            .to_owned();
+        for (i, package) in request.packages.iter().enumerate() {
+            let ok = package.len() >= 2
+                && package.len() <= 128
+                && package.as_bytes()[0].is_ascii_alphanumeric()
+                && package.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.')
+                });
+            if !ok {
+                return Err(ServiceError::Invalid(format!(
+                    "packages[{i}] {package:?} is not a Debian package name (lowercase letters, digits, '+', '-', '.')"
+                )));
+            }
+        }
+        self.image_storage()?;
+        if self.builder.is_none() {
+            return Err(ServiceError::Invalid(
+                "this daemon cannot build images (no builder configured)".into(),
+            ));
+        }
+        if self.store.image_by_name(&name).await?.is_some() {
+            return Err(ServiceError::ImageNameTaken(name.to_string()));
+        }
+        Ok(BuildPlan {
+            name,
+            from: request.from,
+            suite,
+            packages: request.packages,
+        })
+    }
+
+    /// Runs a build: the tree is made in a scratch directory, copied into the image
+    /// storage, and recorded with the packages and the tool's version. Progress lines go
+    /// to `progress` as they come. Nothing is recorded when it fails.
+    pub async fn build_image(
+        &self,
+        plan: BuildPlan,
+        progress: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<ImageView, ServiceError> {
+        let images = self.image_storage()?;
+        let builder = self.builder.clone().ok_or_else(|| {
+            ServiceError::Invalid("this daemon cannot build images (no builder configured)".into())
+        })?;
+        let id = ImageId::generate();
+        let scratch = {
+            let id = id.clone();
+            image_blocking(images.clone(), move |s| s.scratch(&id)).await?
+        };
+        tracing::info!(image = %plan.name, image_id = %id, from = %plan.from, packages = ?plan.packages, "image build started");
+        let built = builder
+            .build(&plan.suite, &plan.packages, &scratch, progress.clone())
+            .await;
+        let imported = match built {
+            Ok(tool) => {
+                let _ = progress.send(format!("copying the tree into image {}", plan.name));
+                let (id, source) = (id.clone(), scratch.clone());
+                image_blocking(images.clone(), move |s| s.import(&id, &source))
+                    .await
+                    .map(|size| (tool, size))
+            }
+            Err(message) => Err(ServiceError::ImageBuildFailed(format!(
+                "building image {} failed: {message}",
+                plan.name
+            ))),
+        };
+        let cleanup = scratch.clone();
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(cleanup)).await;
+        let (tool, size_bytes) = imported?;
+        let image = Image {
+            id,
+            name: plan.name,
+            source: ImageSource::Built {
+                from: plan.from,
+                packages: plan.packages,
+                tool,
+            },
+            size_bytes,
+            created_at: self.clock.now(),
+        };
+        self.record_image(&images, &image).await?;
+        tracing::info!(image = %image.name, image_id = %image.id, size_bytes, "image built");
+        self.image_view(image.name.to_string(), Some(image)).await
+    }
+
+    /// Deletes an image and its tree. Refused while any sandbox (in any state) is on it,
+    /// naming them; `host` cannot be deleted.
+    pub async fn delete_image(&self, id_or_name: &str) -> Result<(), ServiceError> {
+        if id_or_name == HOST_IMAGE {
+            return Err(ServiceError::Invalid(
+                "image \"host\" is built in and cannot be deleted".into(),
+            ));
+        }
+        let image = self.find_image(id_or_name).await?;
+        let users = self
+            .store
+            .sandboxes_using_image(image.name.as_str())
+            .await?;
+        if !users.is_empty() {
+            return Err(ServiceError::ImageInUse(format!(
+                "image {} is used by sandbox(es) {}; delete them first",
+                image.name,
+                self.sandbox_names(users.iter()).await
+            )));
+        }
+        if let Err(err) = self.store.delete_image(&image.id).await {
+            return Err(match err {
+                crate::store::StoreError::ImageInUse { sandboxes, .. } => {
+                    ServiceError::ImageInUse(format!(
+                        "image {} is used by sandbox(es) {}; delete them first",
+                        image.name,
+                        self.sandbox_names(sandboxes.iter()).await
+                    ))
+                }
+                other => other.into(),
+            });
+        }
+        if let Ok(images) = self.image_storage() {
+            let id = image.id.clone();
+            if let Err(e) = image_blocking(images, move |s| s.delete(&id)).await {
+                tracing::warn!(image = %image.name, error = %e, "removing a deleted image's tree failed; the next start sweeps it");
+            }
+        }
+        tracing::info!(image = %image.name, image_id = %image.id, "image deleted");
+        Ok(())
+    }
+
+    /// At startup, before sandboxes start: removes leftovers of interrupted imports and
+    /// builds, and image trees the store does not record.
+    pub async fn recover_images(&self) -> Result<Vec<PathBuf>, ServiceError> {
+        let Ok(images) = self.image_storage() else {
+            return Ok(Vec::new());
+        };
+        let known: Vec<ImageId> = self
+            .store
+            .list_images()
+            .await?
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        let removed = image_blocking(images, move |s| s.recover(&known)).await?;
+        for path in &removed {
+            tracing::info!(path = %path.display(), "removed an unrecorded image tree or leftover");
+        }
+        Ok(removed)
+    }
+
+    /// Records an image whose tree is made; removes the tree when the record fails.
+    pub(super) async fn record_image(
+        &self,
+        images: &Arc<dyn ImageStorage>,
+        image: &Image,
+    ) -> Result<(), ServiceError> {
+        if let Err(err) = self.store.insert_image(image).await {
+            let id = image.id.clone();
+            if let Err(e) = image_blocking(images.clone(), move |s| s.delete(&id)).await {
+                tracing::warn!(image = %image.name, error = %e, "cannot remove the tree of an unrecorded image; the next start sweeps it");
+            }
+            return Err(err.into());
+        }
+        Ok(())
+    }
+
+    /// Checks that a new sandbox's image exists (and suits its driver), and records it by
+    /// name even when it was given by id.
+    pub(super) async fn check_image(
+        &self,
+        mut spec: SandboxSpec,
+    ) -> Result<SandboxSpec, ServiceError> {
+        if spec.image == HOST_IMAGE {
+            return Ok(spec);
+        }
+        let image = match self.find_image(&spec.image).await {
+            Ok(image) => image,
+            Err(ServiceError::ImageNotFound(_)) => {
+                return Err(ServiceError::Invalid(format!(
+                    "image {:?} does not exist; {}",
+                    spec.image,
+                    self.available_images().await?
+                )));
+            }
+            Err(err) => return Err(err),
+        };
+        if spec.driver == DriverKind::Host {
+            return Err(ServiceError::DriverUnavailable(DriverError::Unsupported {
+                driver: DriverKind::Host,
+                what: format!("run image {}", image.name),
+                reason: "it runs commands on the host's own / and has no root to change; use the bwrap driver".into(),
+            }));
+        }
+        spec.image = image.name.to_string();
+        Ok(spec)
+    }
+
+    /// The tree a sandbox on `image` starts from; `None` for `host`.
+    pub(super) async fn image_root(&self, image: &str) -> Result<Option<PathBuf>, ServiceError> {
+        if image == HOST_IMAGE {
+            return Ok(None);
+        }
+        let image = self.find_image(image).await?;
+        Ok(Some(self.image_storage()?.root(&image.id)))
+    }
+
+    /// The image with this id or name, or an error listing the existing ones.
+    async fn find_image(&self, id_or_name: &str) -> Result<Image, ServiceError> {
+        let found = match ImageId::parse(id_or_name) {
+            Some(id) => self.store.image(&id).await?,
+            None => match ImageName::parse(id_or_name) {
+                Ok(name) => self.store.image_by_name(&name).await?,
+                Err(_) => None,
+            },
+        };
+        match found {
+            Some(image) => Ok(image),
+            None => Err(ServiceError::ImageNotFound(format!(
+                "no image {id_or_name:?}; {}",
+                self.available_images().await?
+            ))),
+        }
+    }
+
+    /// `the available images are "host", "py"`, for error messages.
+    async fn available_images(&self) -> Result<String, ServiceError> {
+        let mut names = vec![format!("{HOST_IMAGE:?}")];
+        names.extend(
+            self.store
+                .list_images()
+                .await?
+                .iter()
+                .map(|i| format!("{:?}", i.name.as_str())),
+        );
+        Ok(if names.len() == 1 {
+            format!("the available image is {}", names[0])
+        } else {
+            format!("the available images are {}", names.join(", "))
+        })
+    }
+
+    async fn image_view(
+        &self,
+        name: String,
+        image: Option<Image>,
+    ) -> Result<ImageView, ServiceError> {
+        let mut used_by = Vec::new();
+        for id in self.store.sandboxes_using_image(&name).await? {
+            match self.store.sandbox(&id).await? {
+                Some(sandbox) => used_by.push(sandbox.spec.name.to_string()),
+                None => used_by.push(id.to_string()),
+            }
+        }
+        Ok(ImageView {
+            name,
+            image,
+            used_by,
+        })
+    }
+
+    pub(super) fn image_storage(&self) -> Result<Arc<dyn ImageStorage>, ServiceError> {
+        self.images.clone().ok_or_else(|| {
+            ServiceError::Invalid(
+                "this daemon keeps no image storage; only the built-in \"host\" image exists"
+                    .into(),
+            )
+        })
+    }
+}
+
+/// Checks the directory of an import: absolute, normalized, an existing directory.
+fn validate_import_path(path: &str) -> Result<PathBuf, ServiceError> {
+    let invalid = |why: &str| ServiceError::Invalid(format!("path {path:?} {why}"));
+    if !path.starts_with('/') {
+        return Err(invalid("is not absolute"));
+    }
+    if path.contains('\0') {
+        return Err(invalid("contains a NUL byte"));
+    }
+    if path
+        .split('/')
+        .skip(1)
+        .any(|c| c == ".." || c == "." || (c.is_empty() && path != "/"))
+        && path != "/"
+    {
+        return Err(invalid(
+            "is not normalized (no \"\", \".\" or \"..\" components)",
+        ));
+    }
+    if path == "/" {
+        return Err(invalid(
+            "is the host's whole file system; use the built-in \"host\" image",
+        ));
+    }
+    let meta = std::fs::symlink_metadata(Path::new(path))
+        .map_err(|e| invalid(&format!("cannot be read: {e}")))?;
+    if !meta.is_dir() {
+        return Err(invalid("is not a directory"));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Runs an image storage call on the blocking pool.
+pub(super) async fn image_blocking<T: Send + 'static>(
+    images: Arc<dyn ImageStorage>,
+    call: impl FnOnce(&dyn ImageStorage) -> Result<T, StorageFault> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(move || call(images.as_ref()))
+        .await
+        .map_err(|e| {
+            ServiceError::Storage(StorageFault {
+                kind: StorageFaultKind::Other,
+                message: format!("an image storage task failed: {e}"),
+            })
+        })?
+        .map_err(ServiceError::Storage)
+}
