@@ -10,40 +10,15 @@ use std::fmt;
 
 use crate::clock::Timestamp;
 use crate::sandbox::SandboxName;
-use crate::workspace::is_prefixed_hex;
 
 /// The name of the built-in image: the host's `/`, read-only.
 pub const HOST_IMAGE: &str = "host";
 
-/// An image's stable id, e.g. `img-3f9a1c0e5b7d2a64`. Generated, never reused.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ImageId(String);
-
-impl ImageId {
-    /// The prefix every image id starts with.
-    pub const PREFIX: &'static str = "img-";
-
-    /// A fresh random id.
-    pub fn generate() -> Self {
-        Self(format!("{}{:016x}", Self::PREFIX, rand::random::<u64>()))
-    }
-
-    /// Parses an id; `None` when the text is not shaped like one.
-    pub fn parse(text: &str) -> Option<Self> {
-        is_prefixed_hex(text, Self::PREFIX).then(|| Self(text.to_owned()))
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ImageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::id::prefixed_id!(
+    /// An image's stable id, e.g. `img-3f9a1c0e5b7d2a64`. Generated, never reused.
+    ImageId,
+    "img-"
+);
 
 /// An image's unique name, with the rules of a [`SandboxName`]. `host` is reserved for
 /// the built-in image, and names shaped like image ids are refused, so that "an id or a

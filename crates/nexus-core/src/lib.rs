@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod driver;
+mod id;
 pub mod image;
 pub mod paths;
 pub mod sandbox;

@@ -7,40 +7,11 @@ use std::fmt;
 use crate::clock::Timestamp;
 use crate::workspace::{WorkspaceId, WorkspaceMount};
 
-/// A sandbox's stable id, e.g. `sb-3f9a1c0e5b7d2a64`. Generated, never reused.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SandboxId(String);
-
-impl SandboxId {
-    /// The prefix every sandbox id starts with, so ids and names never collide.
-    pub const PREFIX: &'static str = "sb-";
-
-    /// A fresh random id.
-    pub fn generate() -> Self {
-        Self(format!("{}{:016x}", Self::PREFIX, random_u64()))
-    }
-
-    /// Parses an id; `None` when the text is not shaped like one.
-    pub fn parse(text: &str) -> Option<Self> {
-        let hex = text.strip_prefix(Self::PREFIX)?;
-        (hex.len() == 16
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-        .then(|| Self(text.to_owned()))
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for SandboxId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::id::prefixed_id!(
+    /// A sandbox's stable id, e.g. `sb-3f9a1c0e5b7d2a64`. Generated, never reused.
+    SandboxId,
+    "sb-"
+);
 
 /// A sandbox's unique, human-chosen (or generated) name: 1 to 63 characters of
 /// lowercase letters, digits and `-`, starting with a letter, not ending with `-`

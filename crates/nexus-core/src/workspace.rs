@@ -11,35 +11,11 @@ use std::fmt;
 use crate::clock::Timestamp;
 use crate::sandbox::{SandboxId, SandboxName};
 
-/// A workspace's stable id, e.g. `ws-3f9a1c0e5b7d2a64`. Generated, never reused.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct WorkspaceId(String);
-
-impl WorkspaceId {
-    /// The prefix every workspace id starts with.
-    pub const PREFIX: &'static str = "ws-";
-
-    /// A fresh random id.
-    pub fn generate() -> Self {
-        Self(format!("{}{:016x}", Self::PREFIX, rand::random::<u64>()))
-    }
-
-    /// Parses an id; `None` when the text is not shaped like one.
-    pub fn parse(text: &str) -> Option<Self> {
-        is_prefixed_hex(text, Self::PREFIX).then(|| Self(text.to_owned()))
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for WorkspaceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::id::prefixed_id!(
+    /// A workspace's stable id, e.g. `ws-3f9a1c0e5b7d2a64`. Generated, never reused.
+    WorkspaceId,
+    "ws-"
+);
 
 /// A workspace's unique name, with the rules of a [`SandboxName`] (a DNS label: 1 to 63
 /// lowercase letters, digits and `-`, starting with a letter, not ending with `-`).
@@ -81,35 +57,11 @@ impl fmt::Display for WorkspaceName {
     }
 }
 
-/// A snapshot's stable id, e.g. `snap-3f9a1c0e5b7d2a64`. Generated, never reused.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SnapshotId(String);
-
-impl SnapshotId {
-    /// The prefix every snapshot id starts with.
-    pub const PREFIX: &'static str = "snap-";
-
-    /// A fresh random id.
-    pub fn generate() -> Self {
-        Self(format!("{}{:016x}", Self::PREFIX, rand::random::<u64>()))
-    }
-
-    /// Parses an id; `None` when the text is not shaped like one.
-    pub fn parse(text: &str) -> Option<Self> {
-        is_prefixed_hex(text, Self::PREFIX).then(|| Self(text.to_owned()))
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for SnapshotId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::id::prefixed_id!(
+    /// A snapshot's stable id, e.g. `snap-3f9a1c0e5b7d2a64`. Generated, never reused.
+    SnapshotId,
+    "snap-"
+);
 
 /// A snapshot's name (its tag), unique within its workspace: 1 to 64 letters, digits,
 /// `-`, `_` and `.`, not starting with `.`, and not shaped like a snapshot id.
@@ -391,16 +343,6 @@ fn is_inside(inner: &str, outer: &str) -> bool {
     inner
         .strip_prefix(outer)
         .is_some_and(|rest| rest.starts_with('/'))
-}
-
-/// Whether `text` is `prefix` followed by exactly 16 lowercase hex digits.
-pub(crate) fn is_prefixed_hex(text: &str, prefix: &str) -> bool {
-    text.strip_prefix(prefix).is_some_and(|hex| {
-        hex.len() == 16
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
 }
 
 /// `YYYYMMDD-HHMMSS` of a timestamp, in UTC; times before the epoch clamp to it.
