@@ -134,4 +134,8 @@ async fn files_go_in_and_out_through_the_command_line() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("names no path"));
+    // Sandboxes outlive the daemon by design: leave none behind.
+    nxc(&["sandbox", "delete", "--force", "files"])
+        .assert()
+        .success();
 }
