@@ -104,13 +104,18 @@ fn hash_at(
             format!("hash {display}: the file was replaced while it was read"),
         ));
     }
-    sha256_of(std::fs::File::from(fd)).map_err(|e| super::path::io_refusal(&e, "hash", display))
+    sha256_of(std::fs::File::from(fd), now.st_size as u64)
+        .map_err(|e| super::path::io_refusal(&e, "hash", display))
 }
 
-/// SHA-256 (lowercase hex) of everything `reader` yields.
-pub fn sha256_of(mut reader: impl std::io::Read) -> std::io::Result<String> {
+/// SHA-256 (lowercase hex) of everything `reader` yields; `size_hint` (the file's size)
+/// sizes the read buffer, so hashing many small files does not allocate and clear a
+/// large buffer for each (that was most of the time of a bulk stat of small files).
+pub fn sha256_of(mut reader: impl std::io::Read, size_hint: u64) -> std::io::Result<String> {
+    const MAX_BUFFER: u64 = 256 * 1024;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    let capacity = size_hint.saturating_add(1).clamp(4096, MAX_BUFFER);
+    let mut buf = vec![0u8; usize::try_from(capacity).unwrap_or(4096)];
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
@@ -252,9 +257,19 @@ mod tests {
     #[test]
     fn sha256_of_known_input() {
         assert_eq!(
-            sha256_of(&b"abc"[..]).unwrap(),
+            sha256_of(&b"abc"[..], 3).unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn the_hash_does_not_depend_on_the_size_hint() {
+        // A file that grew after its stat, or a wrong hint, still hashes whole.
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = hex(&Sha256::digest(&data));
+        for hint in [0, 10, 4096, 300_000, 700_000, u64::MAX] {
+            assert_eq!(sha256_of(&data[..], hint).unwrap(), expected, "hint {hint}");
+        }
     }
 
     #[test]

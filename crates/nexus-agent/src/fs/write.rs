@@ -253,7 +253,7 @@ fn stat_after_append(
     let raw = fstat(&fd).map_err(|e| errno_refusal(e, "stat", display))?;
     let sha256 = if raw.st_size as u64 <= HASH_SIZE_CAP {
         Some(
-            stat::sha256_of(std::fs::File::from(fd))
+            stat::sha256_of(std::fs::File::from(fd), raw.st_size as u64)
                 .map_err(|e| io_refusal(&e, "hash", display))?,
         )
     } else {
