@@ -9,6 +9,7 @@ use futures::Stream;
 
 use crate::client::{Channel, Incoming, closed_error, response_error};
 use crate::fs::{TreeSummary, WatchEvent};
+use crate::stream::CreditReturn;
 use crate::{Event, FrameType, ProtoError, Response};
 
 /// The bytes of a file read or a tar download. Items are `Err` when the agent failed
@@ -17,8 +18,7 @@ use crate::{Event, FrameType, ProtoError, Response};
 #[derive(Debug)]
 pub struct ByteStream {
     channel: Channel,
-    window: u32,
-    consumed: u32,
+    credit: CreditReturn,
     /// Offset the next FILE_DATA frame must start at.
     next_offset: u64,
     start: u64,
@@ -32,8 +32,7 @@ impl ByteStream {
     pub(crate) fn new(channel: Channel, window: u32, start: u64, expected: Option<u64>) -> Self {
         Self {
             channel,
-            window,
-            consumed: 0,
+            credit: CreditReturn::new(window),
             next_offset: start,
             start,
             expected,
@@ -101,10 +100,7 @@ impl ByteStream {
 
     /// Counts `len` bytes as consumed and grants them back once half the window is used.
     fn consume(&mut self, len: usize) -> Result<(), ProtoError> {
-        let len = u32::try_from(len).expect("a data frame is far below 4 GiB");
-        self.consumed = self.consumed.saturating_add(len);
-        if self.consumed >= self.window / 2 {
-            let grant = std::mem::take(&mut self.consumed);
+        if let Some(grant) = self.credit.consume(len) {
             self.channel.grant(grant)?;
         }
         Ok(())

@@ -53,6 +53,32 @@ pub struct CompletedProcess {
     pub exit: ExitInfo,
 }
 
+/// The receiving side of per-stream credit: counts consumed data bytes and says when to
+/// grant them back (each time half the window has been consumed), so the sender never
+/// has more than one window in flight. Shared by output streams and file transfers.
+#[derive(Debug)]
+pub(crate) struct CreditReturn {
+    window: u32,
+    consumed: u32,
+}
+
+impl CreditReturn {
+    /// Credit for a stream whose initial grant was `window` bytes.
+    pub(crate) fn new(window: u32) -> Self {
+        Self {
+            window,
+            consumed: 0,
+        }
+    }
+
+    /// Counts `len` bytes as consumed; returns the credit to grant back, if it is time.
+    pub(crate) fn consume(&mut self, len: usize) -> Option<u32> {
+        let len = u32::try_from(len).expect("a data frame is far below 4 GiB");
+        self.consumed = self.consumed.saturating_add(len);
+        (self.consumed >= self.window / 2).then(|| std::mem::take(&mut self.consumed))
+    }
+}
+
 /// The live output of one process. Items are `Err` when the agent refused the stream (for
 /// instance [`crate::ErrorCode::UnknownProcess`]) or the connection broke; the stream ends
 /// after [`OutputEvent::Exit`] or an error. Dropping it cancels the stream on the agent,
@@ -60,8 +86,7 @@ pub struct CompletedProcess {
 #[derive(Debug)]
 pub struct OutputStream {
     channel: Channel,
-    window: u32,
-    consumed: u32,
+    credit: CreditReturn,
     done: bool,
 }
 
@@ -69,8 +94,7 @@ impl OutputStream {
     pub(crate) fn new(channel: Channel, window: u32) -> Self {
         Self {
             channel,
-            window,
-            consumed: 0,
+            credit: CreditReturn::new(window),
             done: false,
         }
     }
@@ -129,10 +153,7 @@ impl OutputStream {
 
     /// Counts `len` bytes as consumed and grants them back once half the window is used.
     fn consume(&mut self, len: usize) -> Result<(), ProtoError> {
-        let len = u32::try_from(len).expect("a data frame is far below 4 GiB");
-        self.consumed = self.consumed.saturating_add(len);
-        if self.consumed >= self.window / 2 {
-            let grant = std::mem::take(&mut self.consumed);
+        if let Some(grant) = self.credit.consume(len) {
             self.channel.grant(grant)?;
         }
         Ok(())

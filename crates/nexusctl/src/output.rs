@@ -86,6 +86,40 @@ pub fn human_bytes(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// A borderless table with this header, the shape of every `list` command's output.
+pub fn plain_table(header: &[&str]) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled);
+    table.set_header(header.iter().copied());
+    table
+}
+
+/// A table as text: two spaces between columns, no trailing blanks, a final newline.
+pub fn render_table(mut table: comfy_table::Table) -> String {
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    format!(
+        "{}\n",
+        table
+            .to_string()
+            .lines()
+            .map(str::trim_end)
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
+/// How long ago an RFC 3339 time was, e.g. `5m 2s`; `-` when it cannot be read.
+pub fn age(rfc3339: &str) -> String {
+    humantime::parse_rfc3339(rfc3339)
+        .ok()
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .map_or_else(|| "-".into(), |d| human_duration(d.as_secs()))
+}
+
 /// Renders seconds as `3d 4h`, `5m 2s` or `42s`.
 pub fn human_duration(seconds: u64) -> String {
     let (d, h, m, s) = (

@@ -9,10 +9,8 @@ use nexus_api::{
 };
 use nexus_client::Client;
 
-use super::sandbox::age;
-use super::workspace::{plain_table, render};
 use crate::cli::ImageCommand;
-use crate::output::{Output, human_bytes, write_raw};
+use crate::output::{Output, age, human_bytes, plain_table, render_table, write_raw};
 
 /// Runs one `image` subcommand.
 pub async fn run(client: &Client, command: ImageCommand, out: Output) -> anyhow::Result<()> {
@@ -33,7 +31,7 @@ pub async fn run(client: &Client, command: ImageCommand, out: Output) -> anyhow:
                     i.created_at.as_deref().map_or_else(|| "-".into(), age),
                 ]);
             }
-            out.text(&render(table))
+            out.text(&render_table(table))
         }
         ImageCommand::Inspect { image } => {
             let info = client.image(&image).await?;

@@ -1,15 +1,12 @@
 //! `nexusctl sandbox create|list|inspect|start|stop|pause|resume|fork|delete`.
 
 use std::fmt::Write;
-use std::time::{Duration, SystemTime};
 
-use comfy_table::presets::NOTHING;
-use comfy_table::{ContentArrangement, Table};
 use nexus_api::{CreateSandboxRequest, LimitsBody, MountBody, SandboxInfo};
 use nexus_client::Client;
 
 use crate::cli::{CreateArgs, SandboxCommand, SandboxShape};
-use crate::output::{Color, Output, human_bytes, human_duration};
+use crate::output::{Color, Output, age, human_bytes, human_duration, plain_table, render_table};
 
 /// Runs one `sandbox` subcommand.
 pub async fn run(client: &Client, command: SandboxCommand, out: Output) -> anyhow::Result<()> {
@@ -144,11 +141,7 @@ async fn list(client: &Client, out: Output) -> anyhow::Result<()> {
     if sandboxes.is_empty() {
         return out.text("no sandboxes; create one with `nexusctl sandbox create`\n");
     }
-    let mut table = Table::new();
-    table
-        .load_preset(NOTHING)
-        .set_content_arrangement(ContentArrangement::Disabled);
-    table.set_header(["NAME", "ID", "STATE", "DRIVER", "IMAGE", "AGE"]);
+    let mut table = plain_table(&["NAME", "ID", "STATE", "DRIVER", "IMAGE", "AGE"]);
     for s in &sandboxes {
         let state = if s.driver == "host" {
             format!("{} (unisolated)", s.state)
@@ -164,18 +157,7 @@ async fn list(client: &Client, out: Output) -> anyhow::Result<()> {
             age(&s.created_at),
         ]);
     }
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
-    }
-    out.text(&format!(
-        "{}\n",
-        table
-            .to_string()
-            .lines()
-            .map(str::trim_end)
-            .collect::<Vec<_>>()
-            .join("\n")
-    ))
+    out.text(&render_table(table))
 }
 
 fn inspect_text(info: &SandboxInfo, out: Output) -> String {
@@ -303,12 +285,4 @@ fn inspect_text(info: &SandboxInfo, out: Output) -> String {
 
 fn yes_no(value: bool) -> String {
     if value { "yes".into() } else { "no".into() }
-}
-
-/// How long ago an RFC 3339 time was, e.g. `5m 2s`.
-pub fn age(rfc3339: &str) -> String {
-    humantime::parse_rfc3339(rfc3339)
-        .ok()
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .map_or_else(|| "-".into(), |d: Duration| human_duration(d.as_secs()))
 }

@@ -2,14 +2,11 @@
 
 use std::fmt::Write;
 
-use comfy_table::presets::NOTHING;
-use comfy_table::{ContentArrangement, Table};
 use nexus_api::{CreateWorkspaceRequest, WorkspaceInfo};
 use nexus_client::Client;
 
-use super::sandbox::age;
 use crate::cli::WorkspaceCommand;
-use crate::output::{Output, human_bytes};
+use crate::output::{Output, age, human_bytes, plain_table, render_table};
 
 /// Runs one `workspace` subcommand.
 pub async fn run(client: &Client, command: WorkspaceCommand, out: Output) -> anyhow::Result<()> {
@@ -55,7 +52,7 @@ pub async fn run(client: &Client, command: WorkspaceCommand, out: Output) -> any
                     age(&w.created_at),
                 ]);
             }
-            out.text(&render(table))
+            out.text(&render_table(table))
         }
         WorkspaceCommand::Inspect { workspace } => {
             let info = client.workspace(&workspace).await?;
@@ -102,7 +99,7 @@ pub async fn run(client: &Client, command: WorkspaceCommand, out: Output) -> any
                     age(&s.created_at),
                 ]);
             }
-            out.text(&render(table))
+            out.text(&render_table(table))
         }
         WorkspaceCommand::DeleteSnapshot {
             workspace,
@@ -189,28 +186,4 @@ fn inspect_text(info: &WorkspaceInfo) -> String {
     }
     row("Created", info.created_at.clone());
     text
-}
-
-pub(super) fn plain_table(header: &[&str]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_preset(NOTHING)
-        .set_content_arrangement(ContentArrangement::Disabled);
-    table.set_header(header.iter().copied());
-    table
-}
-
-pub(super) fn render(mut table: Table) -> String {
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
-    }
-    format!(
-        "{}\n",
-        table
-            .to_string()
-            .lines()
-            .map(str::trim_end)
-            .collect::<Vec<_>>()
-            .join("\n")
-    )
 }
