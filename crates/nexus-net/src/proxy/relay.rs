@@ -1,0 +1,91 @@
+//! Copying both ways between a sandbox's connection and its target, counting bytes,
+//! until either side closes or a policy change cuts the connection.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Buffer per direction: large enough for loopback throughput in the GiB/s.
+const BUFFER: usize = 256 * 1024;
+
+/// Bytes moved, and why the relay ended early if it did.
+#[derive(Debug, Default)]
+pub(crate) struct Relayed {
+    pub up: u64,
+    pub down: u64,
+    pub error: Option<String>,
+}
+
+/// Relays until both directions are done, or `kill` changes (a policy change with
+/// `kill_existing`, or the sandbox detached).
+pub(crate) async fn relay(
+    client: TcpStream,
+    upstream: TcpStream,
+    mut kill: watch::Receiver<u64>,
+) -> Relayed {
+    let up = Arc::new(AtomicU64::new(0));
+    let down = Arc::new(AtomicU64::new(0));
+    let mut client = Counted::new(client, up.clone());
+    let mut upstream = Counted::new(upstream, down.clone());
+    let error = tokio::select! {
+        done = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUFFER, BUFFER) => {
+            done.err().map(|e| e.to_string())
+        }
+        _ = kill.changed() => Some("cut by a policy change".to_owned()),
+    };
+    Relayed {
+        up: up.load(Ordering::Relaxed),
+        down: down.load(Ordering::Relaxed),
+        error,
+    }
+}
+
+/// A stream that counts the bytes read from it.
+struct Counted<S> {
+    inner: S,
+    read: Arc<AtomicU64>,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S, read: Arc<AtomicU64>) -> Self {
+        Self { inner, read }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before);
+        self.read.fetch_add(read as u64, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
