@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-apt_install "${RUNTIME_PACKAGES[@]}" "${BUILD_PACKAGES[@]}"
+# curl and openssl are what the egress tests run inside sandboxes and serve HTTPS with.
+apt_install "${RUNTIME_PACKAGES[@]}" "${BUILD_PACKAGES[@]}" curl openssl
 ensure_rust
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"

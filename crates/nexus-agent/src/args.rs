@@ -28,6 +28,8 @@ pub struct Config {
     pub linger: Duration,
     /// Working directory of requests naming none.
     pub workdir: Option<PathBuf>,
+    /// `KEY=VALUE` pairs every process gets (below the request's own).
+    pub env: Vec<(String, String)>,
 }
 
 /// What the command line asks for.
@@ -53,6 +55,8 @@ The in-sandbox agent of Nexus: serves the host-agent protocol on a Unix socket.
   --max-exited N       exited process records kept [default: 64]
   --linger-ms N        wait this long for pipes after a process exited [default: 1000]
   --workdir PATH       cwd of commands that name none [default: /workspace, else /]
+  --env KEY=VALUE      give every process this variable (repeatable); a request's own
+                       env overrides it. Nothing of the agent's environment is passed on.
   --version, --help
 
 Logs go to stderr; NEXUS_AGENT_LOG=error|warn|info|debug|trace sets the level (info).
@@ -65,6 +69,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> anyhow::Result<Command>
     let mut max_exited = 64;
     let mut linger_ms = 1000;
     let mut workdir = None;
+    let mut env = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -88,6 +93,15 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> anyhow::Result<Command>
             "--max-exited" => max_exited = number(&flag, &value()?)?,
             "--linger-ms" => linger_ms = number(&flag, &value()?)?,
             "--workdir" => workdir = Some(PathBuf::from(value()?)),
+            "--env" => {
+                let pair = value()?;
+                match pair.split_once('=') {
+                    Some((key, val)) if !key.is_empty() && !pair.contains('\0') => {
+                        env.push((key.to_owned(), val.to_owned()));
+                    }
+                    _ => bail!("--env {pair:?} must be KEY=VALUE with a non-empty KEY"),
+                }
+            }
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }
     }
@@ -103,6 +117,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> anyhow::Result<Command>
         max_exited,
         linger: Duration::from_millis(linger_ms),
         workdir,
+        env,
     }))
 }
 
@@ -121,6 +136,31 @@ mod tests {
 
     fn parse_strs(args: &[&str]) -> anyhow::Result<Command> {
         parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn env_pairs_are_collected_in_order_and_checked() {
+        let Command::Run(config) = parse_strs(&[
+            "--listen-fd",
+            "3",
+            "--env",
+            "HTTP_PROXY=http://127.0.0.1:3128",
+            "--env=NO_PROXY=a=b",
+        ])
+        .unwrap() else {
+            panic!("expected run");
+        };
+        assert_eq!(
+            config.env,
+            [
+                ("HTTP_PROXY".to_owned(), "http://127.0.0.1:3128".to_owned()),
+                ("NO_PROXY".to_owned(), "a=b".to_owned()),
+            ]
+        );
+        for bad in ["novalue", "=x"] {
+            let err = parse_strs(&["--listen-fd", "3", "--env", bad]).unwrap_err();
+            assert!(err.to_string().contains("KEY=VALUE"), "{err}");
+        }
     }
 
     #[test]

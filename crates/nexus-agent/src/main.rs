@@ -121,6 +121,7 @@ async fn serve(config: Config, facts: InitFacts) -> anyhow::Result<()> {
         max_exited: config.max_exited,
         linger: config.linger,
         workdir,
+        env: config.env.clone(),
     });
     // Installed before any child exists, so no exit goes unnoticed.
     let sigchld = signal(SignalKind::child()).context("handling SIGCHLD")?;

@@ -7,6 +7,7 @@ pub mod error;
 pub mod exec;
 pub mod files;
 pub mod image;
+pub mod network;
 pub mod process;
 pub mod sandbox;
 pub mod system;
@@ -17,6 +18,7 @@ pub use exec::{ExecEvent, ExecRequest, ExecResult, ExitStatus, OutputEncoding};
 pub use image::{
     BuildImageRequest, ImageBuildEvent, ImageInfo, ImageList, ImageSourceInfo, ImportImageRequest,
 };
+pub use network::{NetworkLog, NetworkLogEntry, NetworkPolicyBody, SetNetworkRequest};
 pub use process::{OutputLine, ProcessInfo, ProcessList, SignalRequest, StartProcessRequest};
 pub use sandbox::{
     CreateSandboxRequest, IsolationReport, LimitReport, LimitsBody, MountBody, SandboxInfo,

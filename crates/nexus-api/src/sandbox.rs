@@ -45,6 +45,10 @@ pub struct CreateSandboxRequest {
     /// Other workspaces mounted read-only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<MountBody>,
+    /// What it may reach on the network. Omitted: the daemon's default (`network` in
+    /// `nexus.yaml`; nothing allowed unless configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NetworkPolicyBody>,
 }
 
 /// A workspace mounted read-only into a sandbox.
@@ -109,6 +113,9 @@ pub struct SandboxInfo {
     /// Other workspaces mounted read-only (by id).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<MountBody>,
+    /// What it may reach on the network.
+    #[serde(default)]
+    pub network: crate::network::NetworkPolicyBody,
     /// Creation time, RFC 3339.
     pub created_at: String,
     /// Last state change, RFC 3339.
@@ -175,6 +182,9 @@ pub struct IsolationReport {
     /// Anything else the user should know about this sandbox's isolation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// How it reaches the network, and what is not enforced, in plain words.
+    #[serde(default)]
+    pub network: String,
 }
 
 /// Whether one limit is enforced.

@@ -2,6 +2,7 @@
 
 mod files;
 mod images;
+mod network;
 mod workspaces;
 
 use std::time::Duration;

@@ -69,6 +69,8 @@ pub struct Isolation {
     pub uid_host: Option<u32>,
     /// Each requested limit and whether it is enforced.
     pub limits: Vec<LimitEnforcement>,
+    /// How the sandbox reaches the network, and what is not enforced, in plain words.
+    pub network: String,
     /// Anything else worth knowing.
     pub warnings: Vec<String>,
 }
@@ -210,6 +212,26 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
             what: "pause sandboxes".into(),
             reason: "it has no freezer".into(),
         })
+    }
+
+    /// Applies the sandbox's network policy (in `sandbox.spec.network`, already
+    /// validated and stored) to a started sandbox: new connections follow it at once,
+    /// open ones are cut when `kill_existing`.
+    async fn set_network(
+        &self,
+        sandbox: &Sandbox,
+        runtime: &str,
+        kill_existing: bool,
+    ) -> Result<(), DriverError> {
+        let _ = (sandbox, runtime, kill_existing);
+        Ok(())
+    }
+
+    /// Called once a daemon restart has found the sandbox still alive, before anything
+    /// else uses it: the driver takes back what lives in the daemon (the policy proxy's
+    /// sockets).
+    async fn adopted(&self, sandbox: &Sandbox, runtime: &str) {
+        let _ = (sandbox, runtime);
     }
 
     /// Ends every process of the sandbox (SIGKILL after `grace`) and releases what its

@@ -24,6 +24,7 @@ pub use driver::{
     Started, Usage,
 };
 pub use image::{HOST_IMAGE, Image, ImageId, ImageName, ImageSource};
+pub use nexus_net::policy::{Policy as NetworkPolicy, PolicySpec as NetworkSpec};
 pub use sandbox::{DriverKind, Limits, Sandbox, SandboxId, SandboxName, SandboxSpec, SandboxState};
 pub use storage::{
     ImageBuilder, ImageStorage, KnownWorkspace, QuotaStatus, StorageBackend, StorageFault,

@@ -240,6 +240,8 @@ pub struct SandboxSpec {
     pub workspace: Option<WorkspaceId>,
     /// Further workspaces mounted elsewhere, in order.
     pub mounts: Vec<WorkspaceMount>,
+    /// What the sandbox may reach on the network (validated: it parses).
+    pub network: nexus_net::policy::PolicySpec,
 }
 
 /// A sandbox as stored: its spec, where it is in life, and what the driver needs to

@@ -209,6 +209,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Removes a sandbox's record; `false` when there was none.
     async fn delete_sandbox(&self, id: &SandboxId) -> Result<bool, StoreError>;
 
+    /// Replaces a sandbox's network policy; returns the sandbox as stored, `None` when
+    /// there is no such sandbox.
+    async fn set_sandbox_network(
+        &self,
+        id: &SandboxId,
+        network: &nexus_net::policy::PolicySpec,
+    ) -> Result<Option<Sandbox>, StoreError>;
+
     /// Records a new workspace. Fails with [`StoreError::WorkspaceNameTaken`] when its
     /// name is in use.
     async fn insert_workspace(&self, workspace: &Workspace) -> Result<(), StoreError>;

@@ -25,10 +25,12 @@ impl AuditSink for Records {
 }
 
 impl Records {
-    fn wait_for(&self, n: usize) -> Vec<ConnectionRecord> {
-        for _ in 0..200 {
+    /// The records once `done` holds of them (a record is written after the client
+    /// has seen the outcome), or after 5 s.
+    fn wait_until(&self, done: impl Fn(&[ConnectionRecord]) -> bool) -> Vec<ConnectionRecord> {
+        for _ in 0..500 {
             let records = self.0.lock().expect("records").clone();
-            if records.len() >= n {
+            if done(&records) {
                 return records;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -196,7 +198,10 @@ fn connect_and_plain_http_through_the_proxy_follow_the_policy() {
     assert!(out.starts_with("HTTP/1.1 403"), "{out}");
     assert!(out.contains("10.1.2.3"), "{out}");
 
-    let records = lab.records.wait_for(4);
+    let records = lab.records.wait_until(|records| {
+        records.iter().filter(|r| r.via != Via::Dns).count() >= 4
+            && records.iter().any(|r| r.bytes_down > 0)
+    });
     let decisions: Vec<_> = records
         .iter()
         .map(|r| (r.via, r.host.clone().unwrap_or_default(), r.decision))
@@ -347,7 +352,9 @@ fn programs_ignoring_the_proxy_are_captured_and_judged_by_name() {
     let udp = lab.inside(|| UdpSocket::bind("0.0.0.0:0")?.send_to(b"x", "192.0.2.10:9999"));
     assert!(udp.is_err());
 
-    let records = lab.records.wait_for(3);
+    let records = lab
+        .records
+        .wait_until(|records| records.iter().filter(|r| r.via == Via::Transparent).count() >= 2);
     assert!(
         records.iter().any(|r| r.via == Via::Transparent
             && r.decision == Decision::Allowed
@@ -411,4 +418,103 @@ fn a_policy_change_applies_to_new_connections_and_can_cut_open_ones() {
     );
     let out = lab.exchange(format!("CONNECT allowed.test:{port} HTTP/1.1\r\n\r\n"));
     assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+}
+
+/// A server that accepts and then never says anything: a slow target.
+fn silent_server() -> (u16, Arc<Mutex<Vec<TcpStream>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            keep.lock().expect("held").push(stream);
+        }
+    });
+    (port, held)
+}
+
+#[test]
+fn a_sandbox_at_its_connection_limit_or_a_slow_target_holds_up_no_one_else() {
+    let Some(lab) = lab(&[]) else { return };
+    let (silent, _held) = silent_server();
+    let port = lab.port;
+    let rules = |extra: u16| {
+        let mut allow = allow_for(port);
+        allow.push(format!("allowed.test:{extra}"));
+        allow.push(format!("127.0.0.1:{extra}"));
+        Policy::parse(&PolicySpec {
+            allow,
+            deny: vec![],
+        })
+        .expect("policy")
+    };
+    // A second sandbox, busy to its limit with connections to a target that never answers.
+    let busy_egress = Egress::new(
+        Resolver::new(HashMap::from([(
+            "allowed.test".to_owned(),
+            vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        )])),
+        lab.records.clone(),
+        EgressConfig {
+            max_connections: 8,
+            ..EgressConfig::default()
+        },
+    );
+    let (busy_ns, _) = Netns::create().expect("netns");
+    {
+        let _enter = lab._runtime.enter();
+        busy_egress
+            .attach("sb-busy", &busy_ns, rules(silent))
+            .expect("attach");
+    }
+    lab.egress.update("sb-test", rules(silent), false);
+    let hung: Vec<TcpStream> = busy_ns
+        .run(|| {
+            (0..8)
+                .map(|_| {
+                    let mut s = TcpStream::connect(("127.0.0.1", PROXY_PORT))?;
+                    s.write_all(
+                        format!("CONNECT allowed.test:{silent} HTTP/1.1\r\n\r\n").as_bytes(),
+                    )?;
+                    let mut head = [0u8; 12];
+                    s.read_exact(&mut head)?;
+                    Ok(s)
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .expect("eight tunnels to the silent target");
+    // Its ninth connection is closed at once, not queued (a queued one would hit the
+    // read timeout, an error).
+    let ninth = busy_ns
+        .run(|| {
+            let mut s = TcpStream::connect(("127.0.0.1", PROXY_PORT))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let _ = s.write_all(b"CONNECT allowed.test:1 HTTP/1.1\r\n\r\n");
+            let mut buf = [0u8; 16];
+            match s.read(&mut buf) {
+                Ok(n) => Ok(format!("read {n}")),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok("reset".into()),
+                Err(e) => Err(e),
+            }
+        })
+        .expect("the ninth connection must be closed, not left waiting");
+    assert!(
+        ninth == "read 0" || ninth == "reset",
+        "over the limit: closed without an answer, got {ninth}"
+    );
+    // Meanwhile the first sandbox is served at once, while its own slow tunnel hangs.
+    let _slow = lab
+        .inside(move || {
+            let mut s = TcpStream::connect(("127.0.0.1", PROXY_PORT))?;
+            s.write_all(format!("CONNECT allowed.test:{silent} HTTP/1.1\r\n\r\n").as_bytes())?;
+            Ok(s)
+        })
+        .expect("slow tunnel");
+    // (`exchange` reads with a timeout: a stalled answer fails the test.)
+    let out = lab.exchange(format!(
+        "GET http://allowed.test:{port}/quick HTTP/1.1\r\nHost: allowed.test\r\n\r\n"
+    ));
+    assert!(out.contains("echo: GET /quick"), "{out}");
+    drop(hung);
 }

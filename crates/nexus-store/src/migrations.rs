@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "images",
         sql: include_str!("../migrations/0005_images.sql"),
     },
+    Migration {
+        version: 6,
+        name: "network",
+        sql: include_str!("../migrations/0006_network.sql"),
+    },
 ];
 
 /// The highest version a list of migrations reaches.

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use nexus_core::{
-    DriverKind, Limits, Sandbox, SandboxId, SandboxName, SandboxSpec, SandboxState, StoreError,
-    Timestamp, Transition, WorkspaceId,
+    DriverKind, Limits, NetworkSpec, Sandbox, SandboxId, SandboxName, SandboxSpec, SandboxState,
+    StoreError, Timestamp, Transition, WorkspaceId,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
@@ -16,7 +16,7 @@ use crate::workspaces;
 
 const COLUMNS: &str = "id, name, image, driver, state, crash_reason, env, labels, memory_mib, \
                        cpus, pids, tmp_mib, ttl_seconds, created_at, updated_at, started_at, runtime, \
-                       workspace_id, mounts";
+                       workspace_id, mounts, network";
 
 /// Inserts a new sandbox in one transaction; a taken name is [`StoreError::NameTaken`], a
 /// workspace (its own or a mount's) that is not recorded [`StoreError::WorkspaceNotFound`].
@@ -35,7 +35,7 @@ pub(crate) fn insert(conn: &mut Connection, path: &Path, s: &Sandbox) -> Result<
         }
     }
     let result = tx.execute(
-        &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"),
+        &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"),
         params![
             s.id.as_str(),
             s.spec.name.as_str(),
@@ -56,6 +56,7 @@ pub(crate) fn insert(conn: &mut Connection, path: &Path, s: &Sandbox) -> Result<
             s.runtime,
             s.spec.workspace.as_ref().map(WorkspaceId::as_str),
             mounts_to_json(&s.spec.mounts),
+            network_to_json(&s.spec.network),
         ],
     );
     match result {
@@ -141,6 +142,35 @@ pub(crate) fn transition(
     Ok(sandbox)
 }
 
+/// Replaces a sandbox's network policy; `None` when there is no such sandbox.
+pub(crate) fn set_network(
+    conn: &mut Connection,
+    path: &Path,
+    id: &SandboxId,
+    network: &NetworkSpec,
+) -> Result<Option<Sandbox>, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql("begin a transaction on", path))?;
+    let changed = tx
+        .execute(
+            "UPDATE sandboxes SET network = ?2 WHERE id = ?1",
+            params![id.as_str(), network_to_json(network)],
+        )
+        .map_err(sql("update a sandbox's network policy in", path))?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    let sandbox = query_one(&tx, path, "id", id.as_str())?;
+    tx.commit()
+        .map_err(sql("commit a network policy to", path))?;
+    Ok(sandbox)
+}
+
+fn network_to_json(network: &NetworkSpec) -> String {
+    serde_json::to_string(network).expect("lists of strings always serialize")
+}
+
 /// Deletes a sandbox's row; `false` when there was none.
 pub(crate) fn delete(conn: &Connection, path: &Path, id: &SandboxId) -> Result<bool, StoreError> {
     conn.execute("DELETE FROM sandboxes WHERE id = ?1", [id.as_str()])
@@ -173,6 +203,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<Sandbox, String>> {
     let labels: String = row.get(7)?;
     let workspace: Option<String> = row.get(17)?;
     let mounts: String = row.get(18)?;
+    let network: String = row.get(19)?;
     let decoded = (|| {
         Ok(Sandbox {
             id: SandboxId::parse(&id).ok_or_else(|| format!("bad sandbox id {id:?}"))?,
@@ -197,6 +228,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<Sandbox, String>> {
                     })
                     .transpose()?,
                 mounts: mounts_from_json(&mounts)?,
+                network: serde_json::from_str(&network)
+                    .map_err(|e| format!("bad network policy of {id}: {e}"))?,
             },
             state: SandboxState::parse(&state)
                 .ok_or_else(|| format!("unknown state {state:?} of {id}"))?,
@@ -242,6 +275,7 @@ mod tests {
                 ttl_seconds: Some(60),
                 workspace: None,
                 mounts: Vec::new(),
+                network: NetworkSpec::default(),
             },
             state: SandboxState::Created,
             crash_reason: None,

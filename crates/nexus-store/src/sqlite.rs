@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use nexus_core::{
-    DatabaseInfo, Image, ImageId, ImageName, Sandbox, SandboxId, SandboxName, Snapshot, SnapshotId,
-    SnapshotName, Store, StoreError, Timestamp, Transition, Workspace, WorkspaceId, WorkspaceName,
+    DatabaseInfo, Image, ImageId, ImageName, NetworkSpec, Sandbox, SandboxId, SandboxName,
+    Snapshot, SnapshotId, SnapshotName, Store, StoreError, Timestamp, Transition, Workspace,
+    WorkspaceId, WorkspaceName,
 };
 use rusqlite::Connection;
 
@@ -147,6 +148,16 @@ impl Store for SqliteStore {
     async fn delete_sandbox(&self, id: &SandboxId) -> Result<bool, StoreError> {
         let id = id.clone();
         self.with_connection(move |conn, path| sandboxes::delete(conn, path, &id))
+            .await
+    }
+
+    async fn set_sandbox_network(
+        &self,
+        id: &SandboxId,
+        network: &NetworkSpec,
+    ) -> Result<Option<Sandbox>, StoreError> {
+        let (id, network) = (id.clone(), network.clone());
+        self.with_connection(move |conn, path| sandboxes::set_network(conn, path, &id, &network))
             .await
     }
 

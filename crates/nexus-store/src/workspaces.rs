@@ -295,6 +295,7 @@ mod tests {
         workspaces_in_use_are_kept,
         sandboxes_need_recorded_workspaces,
         images_round_trip_and_are_kept_while_used,
+        network_policies_round_trip_and_are_replaced,
     );
 
     #[tokio::test]

@@ -50,7 +50,7 @@ pub enum Command {
     /// Run a command in a running sandbox, streaming its output; exits with its exit code.
     Exec(ExecArgs),
     /// Create a throwaway sandbox, run a command in it, delete it; exits with its exit code.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Background processes in a sandbox: start, list, logs, wait, kill.
     #[command(subcommand)]
     Process(ProcessCommand),
@@ -144,6 +144,46 @@ pub enum SandboxCommand {
         #[arg(long)]
         keep_workspace: bool,
     },
+    /// Show a sandbox's network policy, or change it: a list given replaces the old one,
+    /// a list not given is kept.
+    Network(NetworkArgs),
+    /// Print a sandbox's connection attempts (the network log), oldest first.
+    Netlog(NetlogArgs),
+}
+
+/// `nexusctl sandbox network`.
+#[derive(Debug, Args)]
+pub struct NetworkArgs {
+    /// Sandbox name or id.
+    pub sandbox: String,
+    /// Allow connections matching HOST:PORT (repeatable); replaces the allow list.
+    #[arg(long = "allow", value_name = "HOST:PORT")]
+    pub allow: Vec<String>,
+    /// Refuse connections matching HOST:PORT (repeatable); replaces the deny list.
+    #[arg(long = "deny", value_name = "HOST:PORT")]
+    pub deny: Vec<String>,
+    /// Empty both lists first (then --allow/--deny fill them): nothing is allowed.
+    #[arg(long)]
+    pub clear: bool,
+    /// Also cut the sandbox's open connections (otherwise only new ones follow the policy).
+    #[arg(long)]
+    pub kill_existing: bool,
+}
+
+/// `nexusctl sandbox netlog`.
+#[derive(Debug, Args)]
+pub struct NetlogArgs {
+    /// Sandbox name or id.
+    pub sandbox: String,
+    /// Keep printing new attempts as they happen, until Ctrl-C (or the sandbox is deleted).
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Only entries after this log id (the `id` of the last one seen, from --json).
+    #[arg(long, value_name = "ID")]
+    pub after: Option<u64>,
+    /// Print at most N entries [default: all the daemon keeps].
+    #[arg(long, value_name = "N", conflicts_with = "follow", value_parser = parse_limit)]
+    pub limit: Option<u64>,
 }
 
 /// `nexusctl image ...`
@@ -288,6 +328,13 @@ pub struct SandboxShape {
     /// Mount another workspace read-only, WORKSPACE:/path (repeatable).
     #[arg(long = "mount", value_name = "WORKSPACE:/PATH", value_parser = parse_mount)]
     pub mounts: Vec<(String, String)>,
+    /// Allow connections matching HOST:PORT (repeatable), e.g. `pypi.org:443`,
+    /// `*.github.com:443`, `10.1.2.0/24:5432`; nothing is allowed by default.
+    #[arg(long = "allow", value_name = "HOST:PORT")]
+    pub allow: Vec<String>,
+    /// Refuse connections matching HOST:PORT (repeatable), whatever `--allow` says.
+    #[arg(long = "deny", value_name = "HOST:PORT")]
+    pub deny: Vec<String>,
 }
 
 /// `nexusctl sandbox create`.
@@ -348,6 +395,13 @@ fn parse_mount(text: &str) -> Result<(String, String), String> {
         _ => Err(format!(
             "{text:?} is not WORKSPACE:/PATH, e.g. datasets:/mnt/datasets"
         )),
+    }
+}
+
+fn parse_limit(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{text:?} is not a count of at least 1")),
     }
 }
 

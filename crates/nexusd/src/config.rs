@@ -42,6 +42,76 @@ pub struct Config {
     pub bwrap_path: PathBuf,
     /// Host uids given to sandboxes when the daemon runs as root, one per sandbox.
     pub uid_range: std::ops::RangeInclusive<u32>,
+    /// Network egress: default policy, name overrides, log bounds.
+    pub network: NetworkConfig,
+}
+
+/// The `network` section, checked.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkConfig {
+    /// The policy of sandboxes whose request sets none (default: nothing allowed).
+    pub default: nexus_core::NetworkSpec,
+    /// Names the policy proxy resolves to fixed addresses instead of asking the system
+    /// resolver. Meant for tests (`allowed.test` pointing at a loopback server) and for
+    /// pinning internal names; every rule still applies to the addresses given.
+    pub hosts: std::collections::HashMap<String, Vec<std::net::IpAddr>>,
+    /// Bounds of the network log.
+    pub log: crate::netlog::LogLimits,
+}
+
+/// The `network` section of `nexus.yaml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileNetwork {
+    /// Rules sandboxes get when their request sets none, e.g. `["pypi.org:443"]`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Deny rules sandboxes get when their request sets none.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Fixed addresses for names, e.g. `{"allowed.test": ["127.0.0.1"]}`.
+    #[serde(default)]
+    pub hosts: std::collections::BTreeMap<String, Vec<String>>,
+    /// Bounds of the network log.
+    #[serde(default)]
+    pub log: FileNetworkLog,
+}
+
+/// `network.log` of `nexus.yaml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileNetworkLog {
+    /// Entries kept, all sandboxes together [default: 100000].
+    pub max_records: Option<usize>,
+    /// Entries older than this are dropped, e.g. `24h` [default: 24h].
+    #[serde(default, deserialize_with = "deserialize_duration")]
+    pub max_age: Option<Duration>,
+}
+
+impl FileNetwork {
+    fn check(self) -> anyhow::Result<NetworkConfig> {
+        let default = nexus_core::NetworkSpec {
+            allow: self.allow,
+            deny: self.deny,
+        };
+        nexus_core::NetworkPolicy::parse(&default)
+            .map_err(|e| anyhow::anyhow!("invalid network.{e}"))?;
+        let hosts = nexus_net::resolve::Resolver::parse_overrides(&self.hosts)
+            .map_err(|e| anyhow::anyhow!("invalid network.hosts: {e}"))?;
+        let defaults = crate::netlog::LogLimits::default();
+        let log = crate::netlog::LogLimits {
+            max_records: self.log.max_records.unwrap_or(defaults.max_records),
+            max_age: self.log.max_age.unwrap_or(defaults.max_age),
+        };
+        if log.max_records == 0 {
+            anyhow::bail!("invalid network.log.max_records 0: keep at least 1 entry");
+        }
+        Ok(NetworkConfig {
+            default,
+            hosts,
+            log,
+        })
+    }
 }
 
 /// The shape of `nexus.yaml`. Unknown keys are refused so typos do not pass silently.
@@ -73,6 +143,9 @@ pub struct FileConfig {
     pub bwrap_path: Option<PathBuf>,
     /// Host uids for sandboxes when running as root, `FIRST-LAST` [default: 200000-265535].
     pub uid_range: Option<String>,
+    /// Network egress of sandboxes.
+    #[serde(default)]
+    pub network: FileNetwork,
 }
 
 /// The default grace period at shutdown (as in the deployment guide's `shutdown_timeout`).
@@ -135,6 +208,7 @@ impl Config {
                     .map_err(|e| anyhow::anyhow!("invalid uid_range {text:?}: {e}"))?,
                 None => DEFAULT_UID_RANGE,
             },
+            network: file.network.check()?,
         })
     }
 }

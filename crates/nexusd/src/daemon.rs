@@ -11,6 +11,8 @@ use anyhow::{Context, bail};
 use nexus_api::DaemonPaths;
 use nexus_core::service::{SandboxService, ServiceConfig};
 use nexus_core::{Store, SystemClock};
+use nexus_net::proxy::{Egress, EgressConfig};
+use nexus_net::resolve::Resolver;
 use nexus_store::SqliteStore;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
@@ -18,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::http::metrics::Metrics;
+use crate::netlog::NetLog;
 use crate::state::{AppState, DaemonInfo};
 use crate::token::{self, ApiToken, TokenSource};
 
@@ -71,14 +74,29 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
     let images = tokio::task::spawn_blocking(move || crate::storage::DiskImages::open(&data_dir))
         .await
         .context("the image-storage-opening task panicked")??;
+    let metrics = Arc::new(Metrics::new());
+    let netlog = Arc::new(NetLog::new(
+        config.network.log,
+        Some(metrics.egress_counter()),
+    ));
+    // Sandboxes reach the network only through the policy proxy, which needs root to
+    // make their namespaces; otherwise they have loopback only (see `doctor`).
+    let egress = nix::unistd::geteuid().is_root().then(|| {
+        Arc::new(Egress::new(
+            Resolver::new(config.network.hosts.clone()),
+            netlog.clone(),
+            EgressConfig::default(),
+        ))
+    });
     let sandboxes = Arc::new(
         SandboxService::new(
             store.clone(),
-            crate::drivers::build(config, &agent_path)?,
+            crate::drivers::build(config, &agent_path, egress)?,
             Arc::new(storage),
             Arc::new(SystemClock),
             ServiceConfig {
                 allow_host_driver: config.allow_host_driver,
+                default_network: config.network.default.clone(),
                 ..ServiceConfig::default()
             },
         )
@@ -127,7 +145,8 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
         store,
         sandboxes: sandboxes.clone(),
         token: Arc::new(token.clone()),
-        metrics: Arc::new(Metrics::new()),
+        metrics,
+        netlog,
         info: Arc::new(DaemonInfo {
             started: Instant::now(),
             started_at: SystemTime::now(),

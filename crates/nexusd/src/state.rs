@@ -24,6 +24,8 @@ pub struct AppState {
     pub sandboxes: Arc<SandboxService>,
     /// Facts about this process for `/v1/status`.
     pub info: Arc<DaemonInfo>,
+    /// Every connection attempt of every sandbox.
+    pub netlog: Arc<crate::netlog::NetLog>,
 }
 
 /// Facts fixed at start.

@@ -35,6 +35,9 @@ pub struct TableConfig {
     pub linger: Duration,
     /// Working directory when a request names none.
     pub workdir: PathBuf,
+    /// Environment every process gets on top of the defaults, below its request's
+    /// (`--env`: the proxy variables of a sandbox with network egress).
+    pub env: Vec<(String, String)>,
 }
 
 /// An operation refused, with its protocol error code.
@@ -96,7 +99,7 @@ impl Table {
         request: &ExecRequest,
         attach: bool,
     ) -> Result<(Arc<Process>, Option<u64>), Refusal> {
-        let mut command = spawn::command(request, &self.config.workdir)?;
+        let mut command = spawn::command(request, &self.config.workdir, &self.config.env)?;
         let id = ProcessId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let mut inner = self.lock();
         let started = spawn::start(&mut command, &request.argv[0])?;

@@ -40,7 +40,11 @@ pub struct Started {
 }
 
 /// Builds the command for `request`; refuses requests that cannot be valid.
-pub fn command(request: &ExecRequest, workdir: &Path) -> Result<Command, Refusal> {
+pub fn command(
+    request: &ExecRequest,
+    workdir: &Path,
+    base_env: &[(String, String)],
+) -> Result<Command, Refusal> {
     let Some(program) = request.argv.first() else {
         return Err(Refusal::new(ErrorCode::BadRequest, "argv is empty"));
     };
@@ -68,6 +72,7 @@ pub fn command(request: &ExecRequest, workdir: &Path) -> Result<Command, Refusal
         .args(&request.argv[1..])
         .env_clear()
         .envs(DEFAULT_ENV)
+        .envs(base_env.iter().map(|(k, v)| (k, v)))
         .envs(&request.env)
         .current_dir(request.cwd.as_deref().map_or(workdir, Path::new))
         .stdin(if request.stdin {
@@ -134,7 +139,7 @@ mod tests {
     #[test]
     fn refuses_impossible_requests() {
         let dir = Path::new("/");
-        let code = |request: ExecRequest| command(&request, dir).map(|_| ()).unwrap_err().code;
+        let code = |request: ExecRequest| command(&request, dir, &[]).map(|_| ()).unwrap_err().code;
         assert_eq!(
             code(ExecRequest::new(Vec::<String>::new())),
             ErrorCode::BadRequest
@@ -146,11 +151,16 @@ mod tests {
     }
 
     #[test]
-    fn environment_is_defaults_plus_request_only() {
+    fn environment_is_defaults_plus_base_plus_request_only() {
         let mut request = ExecRequest::new(["env"]);
         request.env.insert("HOME".into(), "/tmp".into());
         request.env.insert("FOO".into(), "bar".into());
-        let command = command(&request, Path::new("/")).unwrap();
+        request.env.insert("NO_PROXY".into(), "mine".into());
+        let base = [
+            ("HTTP_PROXY".to_owned(), "http://127.0.0.1:3128".to_owned()),
+            ("NO_PROXY".to_owned(), "localhost".to_owned()),
+        ];
+        let command = command(&request, Path::new("/"), &base).unwrap();
         let env: Vec<(String, Option<String>)> = command
             .get_envs()
             .map(|(k, v)| {
@@ -172,6 +182,8 @@ mod tests {
         );
         assert_eq!(get("FOO").as_deref(), Some("bar"));
         assert_eq!(get("LANG").as_deref(), Some("C.UTF-8"));
+        assert_eq!(get("HTTP_PROXY").as_deref(), Some("http://127.0.0.1:3128"));
+        assert_eq!(get("NO_PROXY").as_deref(), Some("mine"), "the request wins");
         assert!(get("PATH").is_some_and(|p| p.contains("/usr/bin")));
     }
 }

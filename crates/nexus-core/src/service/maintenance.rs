@@ -25,6 +25,9 @@ impl SandboxService {
             let driver = self.driver(sandbox.spec.driver)?;
             let runtime = sandbox.runtime.clone().unwrap_or_default();
             let alive = !runtime.is_empty() && driver.is_alive(&runtime).await;
+            if alive {
+                driver.adopted(&sandbox, &runtime).await;
+            }
             if sandbox.state == SandboxState::Paused && alive {
                 // Its agent is frozen and cannot shake hands; it is connected on resume.
                 self.isolation

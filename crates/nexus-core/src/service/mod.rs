@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use nexus_agent_proto::{AgentClient, CompletedProcess, OutputStream, ProcessHandle, ProtoError};
 
+use crate::NetworkSpec;
 use crate::clock::Clock;
 use crate::driver::{Driver, DriverError, Isolation};
 use crate::sandbox::{
@@ -21,6 +22,10 @@ mod images;
 #[cfg(test)]
 mod images_tests;
 mod maintenance;
+mod network;
+use network::validate_network;
+#[cfg(test)]
+mod network_tests;
 mod pause;
 mod processes;
 #[cfg(test)]
@@ -48,6 +53,8 @@ pub struct ServiceConfig {
     pub stop_grace: Duration,
     /// How long a starting sandbox's agent may take to answer.
     pub agent_ready_timeout: Duration,
+    /// The network policy of sandboxes whose request sets none.
+    pub default_network: NetworkSpec,
 }
 
 impl Default for ServiceConfig {
@@ -58,6 +65,7 @@ impl Default for ServiceConfig {
             default_tmp_mib: 512,
             stop_grace: Duration::from_secs(5),
             agent_ready_timeout: Duration::from_secs(10),
+            default_network: NetworkSpec::default(),
         }
     }
 }
@@ -87,6 +95,8 @@ pub struct CreateSandbox {
     pub workspace: Option<String>,
     /// Other workspaces (by id or name) mounted read-only, and where.
     pub mounts: Vec<MountRequest>,
+    /// What it may reach on the network; `None` for the configured default.
+    pub network: Option<NetworkSpec>,
 }
 
 /// A read-only mount of another workspace, as requested.
@@ -492,6 +502,10 @@ impl SandboxService {
                 "ttl_seconds must be at least 1".into(),
             ));
         }
+        let network = request
+            .network
+            .unwrap_or_else(|| self.config.default_network.clone());
+        validate_network(&network)?;
         Ok(SandboxSpec {
             name,
             image,
@@ -502,6 +516,7 @@ impl SandboxService {
             ttl_seconds: request.ttl_seconds,
             workspace: None,
             mounts: Vec::new(),
+            network,
         })
     }
 

@@ -315,6 +315,8 @@ impl SandboxService {
             start: true,
             workspace: None,
             mounts,
+            // A fork may reach what its original may.
+            network: Some(original.spec.network.clone()),
         };
         let view = self.create_with(request, id, Some(fork)).await?;
         tracing::info!(from = %original.spec.name, sandbox = %view.sandbox.spec.name, "sandbox forked");

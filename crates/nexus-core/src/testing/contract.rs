@@ -57,6 +57,10 @@ pub fn sandbox(
             ttl_seconds: None,
             workspace: workspace.map(|w| w.id.clone()),
             mounts,
+            network: crate::NetworkSpec {
+                allow: vec!["pypi.org:443".into(), "*.github.com:*".into()],
+                deny: vec!["10.0.0.0/8:*".into()],
+            },
         },
         state: SandboxState::Created,
         crash_reason: None,
@@ -434,6 +438,37 @@ pub async fn sandboxes_need_recorded_workspaces(store: &dyn Store) {
         .await
         .expect("no workspace at all");
     assert_eq!(store.sandbox(&legacy.id).await.expect("get"), Some(legacy));
+}
+
+/// A sandbox's network policy is stored with it and replaced whole; replacing the
+/// policy of a sandbox that does not exist changes nothing.
+pub async fn network_policies_round_trip_and_are_replaced(store: &dyn Store) {
+    let ws = workspace("net", 1_000);
+    store.insert_workspace(&ws).await.expect("insert");
+    let s = sandbox("net", 2_000, Some(&ws), vec![]);
+    store.insert_sandbox(&s).await.expect("insert");
+    assert_eq!(store.sandbox(&s.id).await.expect("get"), Some(s.clone()));
+    let replaced = crate::NetworkSpec {
+        allow: vec!["example.com:443".into()],
+        deny: vec![],
+    };
+    let stored = store
+        .set_sandbox_network(&s.id, &replaced)
+        .await
+        .expect("set")
+        .expect("exists");
+    assert_eq!(stored.spec.network, replaced);
+    let reread = store.sandbox(&s.id).await.expect("get").expect("exists");
+    assert_eq!(reread.spec.network, replaced);
+    assert_eq!(reread.state, s.state);
+    assert_eq!(
+        store
+            .set_sandbox_network(&SandboxId::generate(), &replaced)
+            .await
+            .expect("set on a missing sandbox"),
+        None
+    );
+    assert!(store.delete_sandbox(&s.id).await.expect("delete"));
 }
 
 /// Images: every field round-trips (both sources), names are unique, and an image named

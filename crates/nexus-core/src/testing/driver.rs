@@ -170,6 +170,25 @@ impl Driver for FakeDriver {
         Ok(())
     }
 
+    async fn set_network(
+        &self,
+        sandbox: &Sandbox,
+        _runtime: &str,
+        kill_existing: bool,
+    ) -> Result<(), DriverError> {
+        let call = if kill_existing {
+            "network-kill"
+        } else {
+            "network"
+        };
+        self.record(call, &sandbox.id);
+        Ok(())
+    }
+
+    async fn adopted(&self, sandbox: &Sandbox, _runtime: &str) {
+        self.record("adopted", &sandbox.id);
+    }
+
     async fn stop(
         &self,
         sandbox: &Sandbox,

@@ -179,6 +179,19 @@ impl Store for MemoryStore {
         Ok(t.sandboxes.len() != before)
     }
 
+    async fn set_sandbox_network(
+        &self,
+        id: &SandboxId,
+        network: &nexus_net::policy::PolicySpec,
+    ) -> Result<Option<Sandbox>, StoreError> {
+        self.check()?;
+        let mut t = self.tables();
+        Ok(t.sandboxes.iter_mut().find(|s| &s.id == id).map(|s| {
+            s.spec.network = network.clone();
+            s.clone()
+        }))
+    }
+
     async fn insert_workspace(&self, workspace: &Workspace) -> Result<(), StoreError> {
         self.check()?;
         let mut t = self.tables();
@@ -479,6 +492,7 @@ mod tests {
         workspaces_in_use_are_kept,
         sandboxes_need_recorded_workspaces,
         images_round_trip_and_are_kept_while_used,
+        network_policies_round_trip_and_are_replaced,
     );
 
     #[tokio::test]

@@ -287,6 +287,58 @@ pub(super) fn kvm(result: Result<i32, KvmProblem>) -> Check {
     }
 }
 
+/// What a trial network namespace showed about sandboxes' egress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum EgressProbe {
+    /// Not root: the daemon cannot make sandboxes' namespaces.
+    NotRoot,
+    /// A namespace was made; whether the capture rules loaded, and why not.
+    Made(nexus_net::netns::Capture),
+    /// Making a namespace failed.
+    Failed(String),
+}
+
+impl EgressProbe {
+    /// Makes (and drops) a namespace the way a sandbox's is made, when root.
+    pub(super) fn run(privileged: bool) -> Self {
+        if !privileged {
+            return Self::NotRoot;
+        }
+        match nexus_net::netns::Netns::create() {
+            Ok((_netns, capture)) => Self::Made(capture),
+            Err(e) => Self::Failed(e.to_string()),
+        }
+    }
+}
+
+/// `network_egress`: whether sandboxes reach the network through the policy proxy with
+/// every TCP connection captured, only through the proxy variables, or not at all.
+pub(super) fn network_egress(probe: &EgressProbe) -> Check {
+    const NAME: &str = "network_egress";
+    match probe {
+        EgressProbe::Made(capture) if capture.transparent => pass(
+            NAME,
+            "policy proxy with transparent capture (nftables): no program can bypass it"
+                .into(),
+        ),
+        EgressProbe::Made(capture) => fail(
+            NAME,
+            capture.detail.clone(),
+            "apt-get install -y nftables iproute2 (and a kernel with nf_tables NAT)".into(),
+        ),
+        EgressProbe::NotRoot => skip(
+            NAME,
+            "sandboxes have loopback only: egress needs nexusd running as root (it makes each sandbox's network namespace)".into(),
+            "run nexusd as root to give sandboxes policy-controlled network access".into(),
+        ),
+        EgressProbe::Failed(reason) => fail(
+            NAME,
+            format!("cannot make a network namespace: {reason}"),
+            "check that network namespaces are enabled (CONFIG_NET_NS)".into(),
+        ),
+    }
+}
+
 /// A program that only optional features need: absent is `─`, broken is `✗`.
 pub(super) fn optional_tool(
     name: &str,
@@ -423,6 +475,36 @@ mod tests {
         );
         assert_eq!(check.status, CheckStatus::Fail);
         assert!(check.fix.is_some());
+    }
+
+    #[test]
+    fn network_egress_says_what_sandboxes_fall_back_to() {
+        use nexus_net::netns::Capture;
+        assert_eq!(
+            network_egress(&EgressProbe::NotRoot).status,
+            CheckStatus::Skip
+        );
+        assert!(
+            network_egress(&EgressProbe::NotRoot)
+                .detail
+                .contains("loopback only")
+        );
+        let made = |transparent| {
+            EgressProbe::Made(Capture {
+                transparent,
+                detail: "transparent capture unavailable (no nft)".into(),
+            })
+        };
+        assert_eq!(network_egress(&made(true)).status, CheckStatus::Pass);
+        let partial = network_egress(&made(false));
+        assert_eq!(partial.status, CheckStatus::Fail);
+        assert!(partial.detail.contains("no nft"), "{partial:?}");
+        assert!(
+            partial
+                .fix
+                .as_deref()
+                .is_some_and(|f| f.contains("nftables"))
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::{Serialize, Serializer};
 use crate::{cgroups, filesystems, kvm, landlock, seccomp, tools, userns};
 
 /// Every check, in report order. The names are stable: scripts match on them.
-pub const CHECK_NAMES: [&str; 15] = [
+pub const CHECK_NAMES: [&str; 16] = [
     "bwrap",
     "bwrap_functional",
     "user_namespaces",
@@ -29,6 +29,7 @@ pub const CHECK_NAMES: [&str; 15] = [
     "kvm",
     "qemu",
     "mmdebstrap",
+    "network_egress",
 ];
 
 /// The driver new sandboxes get by default; it decides which checks are required.
@@ -184,6 +185,7 @@ pub fn run(options: &DoctorOptions) -> DoctorReport {
         let filesystems = filesystems::Filesystems::read();
         let mkfs_btrfs = tools::find_program(Path::new("mkfs.btrfs"));
         let kvm = kvm::probe();
+        let egress = checks::EgressProbe::run(privileged);
 
         let join = "probe threads only call functions that do not panic";
         let mut checks = vec![
@@ -208,6 +210,7 @@ pub fn run(options: &DoctorOptions) -> DoctorReport {
             "needed for hermetic images",
             packages.install(checks::Package::Mmdebstrap),
         ));
+        checks.push(checks::network_egress(&egress));
         checks
     });
     for check in &mut checks {

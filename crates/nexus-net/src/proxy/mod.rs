@@ -29,7 +29,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::audit::{AuditSink, ConnectionRecord};
-use crate::netns::{CAPTURE_PORT, DNS_PORT, Netns, NetnsError, PROXY_PORT};
+use crate::netns::{CAPTURE_PORT, Capture, DNS_PORT, Netns, NetnsError, NetnsPool, PROXY_PORT};
 use crate::policy::Policy;
 use crate::resolve::Resolver;
 
@@ -48,6 +48,8 @@ pub struct EgressConfig {
     pub max_connections: usize,
     /// TTL of the resolver's answers, seconds.
     pub dns_ttl: u32,
+    /// Namespaces kept made ahead of need ([`NetnsPool`]).
+    pub spare_namespaces: usize,
 }
 
 impl Default for EgressConfig {
@@ -58,6 +60,7 @@ impl Default for EgressConfig {
             sniff_timeout: Duration::from_secs(1),
             max_connections: 512,
             dns_ttl: 30,
+            spare_namespaces: 4,
         }
     }
 }
@@ -87,6 +90,7 @@ pub fn proxy_environment() -> Vec<(String, String)> {
 pub struct Egress {
     shared: Arc<Shared>,
     sandboxes: Mutex<HashMap<String, Attached>>,
+    pool: NetnsPool,
 }
 
 /// What every sandbox's tasks share.
@@ -270,6 +274,7 @@ impl Egress {
     /// A proxy resolving names with `resolver` and recording into `sink`.
     pub fn new(resolver: Resolver, sink: Arc<dyn AuditSink>, config: EgressConfig) -> Self {
         Self {
+            pool: NetnsPool::new(config.spare_namespaces),
             shared: Arc::new(Shared {
                 resolver,
                 sink,
@@ -277,6 +282,12 @@ impl Egress {
             }),
             sandboxes: Mutex::default(),
         }
+    }
+
+    /// A fresh namespace for a new sandbox, from the ones made ahead of need when there
+    /// is one. Needs root.
+    pub fn namespace(&self) -> Result<(Netns, Capture), NetnsError> {
+        self.pool.take()
     }
 
     /// Starts serving a sandbox in `netns` under `policy`. Attaching again (after a

@@ -37,13 +37,29 @@ pub(crate) async fn relay(
         done = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUFFER, BUFFER) => {
             done.err().map(|e| e.to_string())
         }
-        _ = kill.changed() => Some("cut by a policy change".to_owned()),
+        _ = kill.changed() => {
+            // A reset, not a clean close: a download cut short must not look complete.
+            reset(client.inner);
+            reset(upstream.inner);
+            Some("cut by a policy change".to_owned())
+        }
     };
     Relayed {
         up: up.load(Ordering::Relaxed),
         down: down.load(Ordering::Relaxed),
         error,
     }
+}
+
+/// Closes with a reset: the program on the other end sees "connection reset" at once.
+pub(crate) fn reset(stream: TcpStream) {
+    // A zero linger time makes close send a reset and return at once (no blocking).
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::Linger, &linger);
+    drop(stream);
 }
 
 /// A stream that counts the bytes read from it.

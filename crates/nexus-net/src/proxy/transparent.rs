@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use super::front::denial_message;
 use super::open::{Attempt, Opened};
-use super::relay::relay;
+use super::relay::{relay, reset};
 use super::{SandboxNet, is_synthetic};
 use crate::audit::Via;
 use crate::capture::original_destination;
@@ -146,15 +146,4 @@ async fn sniff(stream: &mut TcpStream, window: Duration) -> (Vec<u8>, Opening) {
             _ => return (buf, Opening::Unknown),
         }
     }
-}
-
-/// Closes with a reset: the program inside sees "connection reset" at once.
-fn reset(stream: TcpStream) {
-    // A zero linger time makes close send a reset and return at once (no blocking).
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::Linger, &linger);
-    drop(stream);
 }

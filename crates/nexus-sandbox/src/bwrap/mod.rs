@@ -99,6 +99,10 @@ pub struct BwrapSpec {
     /// [`crate::layer`]) instead of the read-only entries on a tmpfs. Masks and shadows
     /// must then be empty: nothing of the host is in such a root.
     pub writable_root: bool,
+    /// Keep the network namespace bwrap starts in (one the launching process joined:
+    /// the daemon's policy-proxy namespace, see `nexus_net::netns`) instead of making a
+    /// new one with loopback only.
+    pub joined_network: bool,
 }
 
 /// The file descriptors bwrap reads, as numbered in its process.
@@ -146,13 +150,19 @@ pub enum SpecError {
 }
 
 impl BwrapSpec {
-    /// The agent's command line: `/run/nexus/agent --listen-fd <fd>`.
-    pub fn agent_command(listen_fd: RawFd) -> Vec<OsString> {
-        vec![
+    /// The agent's command line: `/run/nexus/agent --listen-fd <fd>`, plus `--env K=V`
+    /// for each variable every process in the sandbox must have.
+    pub fn agent_command(listen_fd: RawFd, env: &[(String, String)]) -> Vec<OsString> {
+        let mut command: Vec<OsString> = vec![
             AGENT_PATH.into(),
             "--listen-fd".into(),
             listen_fd.to_string().into(),
-        ]
+        ];
+        for (key, value) in env {
+            command.push("--env".into());
+            command.push(format!("{key}={value}").into());
+        }
+        command
     }
 
     /// Checks the spec without building anything.
@@ -224,12 +234,11 @@ pub fn build_args(spec: &BwrapSpec, fds: SpecFds) -> Result<Vec<OsString>, SpecE
         "--gid",
         &gid,
     ]);
-    args.push([
-        "--unshare-pid",
-        "--unshare-net",
-        "--unshare-ipc",
-        "--unshare-uts",
-    ]);
+    args.push(["--unshare-pid"]);
+    if !spec.joined_network {
+        args.push(["--unshare-net"]);
+    }
+    args.push(["--unshare-ipc", "--unshare-uts"]);
     args.push(["--unshare-cgroup", "--hostname", &spec.hostname]);
     args.push(["--cap-drop", "ALL", "--new-session", "--as-pid-1"]);
 
@@ -460,7 +469,8 @@ mod tests {
             env: vec![("LANG".into(), "C.UTF-8".into())],
             agent: Some("/usr/lib/nexus/nexus-agent".into()),
             writable_root: false,
-            command: BwrapSpec::agent_command(3),
+            joined_network: false,
+            command: BwrapSpec::agent_command(3, &[]),
         }
     }
 
@@ -497,6 +507,28 @@ mod tests {
     }
 
     #[test]
+    fn a_joined_network_keeps_the_namespace_and_the_agent_gets_its_env() {
+        let spec = BwrapSpec {
+            joined_network: true,
+            command: BwrapSpec::agent_command(
+                3,
+                &[("HTTP_PROXY".into(), "http://127.0.0.1:3128".into())],
+            ),
+            ..spec()
+        };
+        let args = render(&build_args(&spec, FDS).expect("valid"));
+        assert!(!args.contains("--unshare-net"), "{args}");
+        assert!(
+            args.contains("--unshare-pid --unshare-ipc --unshare-uts"),
+            "{args}"
+        );
+        assert!(
+            args.ends_with("/run/nexus/agent --listen-fd 3 --env HTTP_PROXY=http://127.0.0.1:3128"),
+            "{args}"
+        );
+    }
+
+    #[test]
     fn hermetic_image_without_masks_or_agent() {
         let spec = BwrapSpec {
             root: ImageRoot {
@@ -510,6 +542,7 @@ mod tests {
                 ("HOME".into(), "/tmp".into()),
             ],
             writable_root: false,
+            joined_network: false,
             command: vec!["sh".into(), "-c".into(), "echo hi".into()],
             ..spec()
         };
@@ -637,6 +670,7 @@ mod tests {
             masks: Vec::new(),
             shadows: Vec::new(),
             writable_root: true,
+            joined_network: false,
             ..spec()
         };
         let args = render(&build_args(&spec, FDS).expect("valid"));
@@ -652,6 +686,7 @@ mod tests {
         assert!(args.contains("--remount-ro /run"), "{args}");
         let masked = BwrapSpec {
             writable_root: true,
+            joined_network: false,
             ..self::spec()
         };
         assert!(

@@ -8,7 +8,7 @@
 //! read-only, readable through their groups (see `launch::ids` for the uid scheme).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,6 +23,9 @@ use crate::bwrap::{BwrapSpec, ImageRoot, ReadOnlyBind, plan_shadows, resolve_mas
 use crate::cgroups::{CgroupError, CgroupManager, LimitReport, LimitStatus, Limits};
 use crate::launch::{self, HostIds, HostUser, LaunchRequest, SandboxProcess};
 use crate::seccomp::SeccompProgram;
+use nexus_net::netns::Netns;
+use nexus_net::policy::Policy;
+use nexus_net::proxy::{Egress, proxy_environment};
 
 /// Settings of the bwrap driver.
 #[derive(Debug, Clone)]
@@ -38,6 +41,9 @@ pub struct BwrapDriverConfig {
     pub masked: Vec<PathBuf>,
     /// Host uids for sandboxes when the daemon is root.
     pub uid_range: std::ops::RangeInclusive<u32>,
+    /// The policy proxy sandboxes reach the network through. `None`, or a daemon that is
+    /// not root: sandboxes have loopback only.
+    pub egress: Option<Arc<Egress>>,
 }
 
 /// Runs sandboxes under bubblewrap.
@@ -64,7 +70,29 @@ struct Runtime {
     /// How the sandbox's root is made, for the isolation report.
     #[serde(default)]
     root: RootKind,
+    /// How it reaches the network.
+    #[serde(default)]
+    network: NetworkKind,
 }
+
+/// A sandbox's network, as recorded at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+enum NetworkKind {
+    /// Its own namespace with loopback only.
+    #[default]
+    LoopbackOnly,
+    /// A namespace the daemon made, served by the policy proxy.
+    Proxied {
+        /// Connections ignoring the proxy variables are captured too.
+        transparent: bool,
+        /// The capture's status in words.
+        detail: String,
+    },
+}
+
+/// Why a sandbox has loopback only, for the isolation report.
+const LOOPBACK_ONLY: &str = "loopback only: network egress needs nexusd running as root (it makes the sandbox's network namespace and serves the policy proxy in it)";
 
 /// A sandbox's `/`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +219,7 @@ impl BwrapDriver {
             } else {
                 plan_shadows(&root, &masks, &targets).map_err(|e| e.to_string())?
             };
+            let network = self.network_for(sandbox, user)?;
             let limits = &sandbox.spec.limits;
             let spec = BwrapSpec {
                 root,
@@ -202,8 +231,16 @@ impl BwrapDriver {
                 hostname: sandbox.spec.name.to_string(),
                 env: Vec::new(),
                 agent: Some(self.config.agent.clone()),
-                command: BwrapSpec::agent_command(launch::LISTEN_FD),
+                command: BwrapSpec::agent_command(
+                    launch::LISTEN_FD,
+                    &if network.is_some() {
+                        proxy_environment()
+                    } else {
+                        Vec::new()
+                    },
+                ),
                 writable_root: root_kind == RootKind::ImageLayer,
+                joined_network: network.is_some(),
             };
             spec.validate().map_err(|e| e.to_string())?;
             let setup = self
@@ -225,6 +262,9 @@ impl BwrapDriver {
                 runtime_dir: &runtime_dir,
                 user,
                 groups: &groups,
+                netns: network
+                    .as_ref()
+                    .map(|(netns, _)| std::os::fd::AsFd::as_fd(netns)),
             };
             let report = enforcement(sandbox, &setup.report);
             let launched = launch::launch(&request, setup.cgroup).map_err(|e| chain(&e))?;
@@ -245,13 +285,45 @@ impl BwrapDriver {
                 runtime_dir: launched.runtime_dir,
                 limits: report,
                 root: root_kind,
+                network: network.map_or(NetworkKind::LoopbackOnly, |(_, kind)| kind),
             })
         })();
         if result.is_err() {
+            if let Some(egress) = &self.config.egress {
+                egress.detach(id);
+            }
             crate::layer::unmount(&self.layer(id));
             self.release(user);
         }
         result
+    }
+
+    /// A network namespace served by the policy proxy, for a root daemon with a proxy;
+    /// `None`: bwrap makes a loopback-only one. The proxy is attached before the sandbox
+    /// starts, so its first connection already meets it.
+    fn network_for(
+        &self,
+        sandbox: &Sandbox,
+        user: HostUser,
+    ) -> Result<Option<(Netns, NetworkKind)>, String> {
+        let Some(egress) = &self.config.egress else {
+            return Ok(None);
+        };
+        if !matches!(user, HostUser::Dedicated(_)) {
+            return Ok(None);
+        }
+        let policy = Policy::parse(&sandbox.spec.network).map_err(|e| format!("network.{e}"))?;
+        let (netns, capture) = egress.namespace().map_err(|e| chain(&e))?;
+        egress
+            .attach(sandbox.id.as_str(), &netns, policy)
+            .map_err(|e| chain(&e))?;
+        Ok(Some((
+            netns,
+            NetworkKind::Proxied {
+                transparent: capture.transparent,
+                detail: capture.detail,
+            },
+        )))
     }
 
     /// The sandbox's `/`: the host's, or its image under its writable layer (root
@@ -299,6 +371,9 @@ impl BwrapDriver {
     /// Ends the sandbox's processes and removes its cgroup and runtime files. Cleaning
     /// up what is already gone succeeds.
     fn cleanup(&self, id: &str, runtime: Option<&Runtime>, grace: Duration) -> Result<(), String> {
+        if let Some(egress) = &self.config.egress {
+            egress.detach(id);
+        }
         let runtime_dir = self.config.layout.sandbox_runtime(id);
         let cgroup = match self.cgroups.open(id) {
             Ok(cgroup) => Some(cgroup),
@@ -425,6 +500,32 @@ fn enforcement(sandbox: &Sandbox, report: &LimitReport) -> Vec<Enforcement> {
     out
 }
 
+impl BwrapDriver {
+    /// Serves a running sandbox's namespace again (after a daemon restart).
+    fn reattach(&self, sandbox: &Sandbox, rt: &Runtime) -> Result<(), DriverError> {
+        let failed = |reason: String| DriverError::Failed {
+            what: format!("serve the network of {}", sandbox.spec.name),
+            reason,
+        };
+        let Some(egress) = &self.config.egress else {
+            return Ok(());
+        };
+        if rt.network == NetworkKind::LoopbackOnly || !rt.process.is_alive() {
+            return Ok(());
+        }
+        let policy =
+            Policy::parse(&sandbox.spec.network).map_err(|e| failed(format!("network.{e}")))?;
+        let netns = Netns::of_process(rt.process.init_pid).map_err(|e| failed(chain(&e)))?;
+        // The pid may have been reused between the check and the open: check again.
+        if !rt.process.is_alive() {
+            return Err(failed("the sandbox's processes are gone".into()));
+        }
+        egress
+            .attach(&rt.id, &netns, policy)
+            .map_err(|e| failed(chain(&e)))
+    }
+}
+
 fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
@@ -495,6 +596,7 @@ impl Driver for BwrapDriver {
     fn isolation(&self, _sandbox: &Sandbox, runtime: &str) -> Isolation {
         let runtime = parse(runtime);
         let root = runtime.as_ref().map(|r| r.root);
+        let network = runtime.as_ref().map(|r| r.network.clone());
         Isolation {
             isolated: true,
             namespaces: ["user", "mount", "pid", "ipc", "uts", "net", "cgroup"]
@@ -521,7 +623,52 @@ impl Driver for BwrapDriver {
             warnings: match root {
                 Some(RootKind::ImageReadOnly) => vec![READ_ONLY_IMAGE_WARNING.to_owned()],
                 _ => Vec::new(),
+            }
+            .into_iter()
+            .chain(match &network {
+                Some(NetworkKind::Proxied {
+                    transparent: false,
+                    detail,
+                }) => Some(detail.clone()),
+                _ => None,
+            })
+            .collect(),
+            network: match network {
+                Some(NetworkKind::Proxied { detail, .. }) => {
+                    format!("egress through the policy proxy only; {detail}")
+                }
+                _ => LOOPBACK_ONLY.to_owned(),
             },
+        }
+    }
+
+    async fn set_network(
+        &self,
+        sandbox: &Sandbox,
+        runtime: &str,
+        kill_existing: bool,
+    ) -> Result<(), DriverError> {
+        let (Some(egress), Some(rt)) = (&self.config.egress, parse(runtime)) else {
+            return Ok(());
+        };
+        if rt.network == NetworkKind::LoopbackOnly {
+            return Ok(()); // no way out to apply a policy to
+        }
+        let policy = Policy::parse(&sandbox.spec.network).map_err(|e| DriverError::Failed {
+            what: format!("change the network policy of {}", sandbox.spec.name),
+            reason: format!("network.{e}"),
+        })?;
+        if !egress.update(&rt.id, policy, kill_existing) {
+            // Not attached (a failed re-attach after a restart): try again now.
+            self.reattach(sandbox, &rt)?;
+        }
+        Ok(())
+    }
+
+    async fn adopted(&self, sandbox: &Sandbox, runtime: &str) {
+        let Some(rt) = parse(runtime) else { return };
+        if let Err(e) = self.reattach(sandbox, &rt) {
+            tracing::warn!(sandbox_id = %sandbox.id, error = %e, "cannot re-attach the policy proxy; the sandbox has no network until its policy is set again");
         }
     }
 

@@ -207,6 +207,7 @@ impl Driver for HostDriver {
                 "host driver: NOT isolated; commands run as the daemon's user with full access to the host"
                     .into(),
             ],
+            network: "unrestricted: the host driver applies no network policy (the host's own network)".into(),
         }
     }
 

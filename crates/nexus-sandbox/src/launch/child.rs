@@ -38,6 +38,9 @@ pub(super) struct ChildSetup {
     pub user: Option<u32>,
     /// The supplementary groups to have then (replacing the daemon's); only with `user`.
     pub groups: Vec<libc::gid_t>,
+    /// A network namespace to join (as root, before dropping to `user`); bwrap then keeps
+    /// it. The descriptor stays the parent's (close-on-exec).
+    pub netns: Option<RawFd>,
 }
 
 /// Which step of the child failed, with `errno`.
@@ -58,6 +61,8 @@ pub(super) enum Stage {
     Session,
     /// Joining the cgroup.
     Cgroup,
+    /// Joining the network namespace.
+    Network,
     /// Placing file descriptors.
     Descriptors,
     /// Dropping to the host uid.
@@ -73,6 +78,7 @@ impl Stage {
             Stage::Prepare => "prepare the child",
             Stage::Session => "start a new session",
             Stage::Cgroup => "join the sandbox cgroup",
+            Stage::Network => "join the sandbox's network namespace",
             Stage::Descriptors => "set up file descriptors",
             Stage::Credentials => "switch to the sandbox's host uid",
             Stage::Exec => "execute bwrap",
@@ -88,6 +94,7 @@ impl Stage {
             Stage::Prepare,
             Stage::Session,
             Stage::Cgroup,
+            Stage::Network,
             Stage::Descriptors,
             Stage::Credentials,
             Stage::Exec,
@@ -134,6 +141,7 @@ pub(super) fn spawn(setup: ChildSetup) -> Result<libc::pid_t, SpawnFailure> {
         placements: &placements,
         user: setup.user,
         groups: &setup.groups,
+        netns: setup.netns,
         report: report_write.as_raw_fd(),
     };
 
@@ -169,6 +177,7 @@ struct Child<'a> {
     placements: &'a [(RawFd, RawFd)],
     user: Option<u32>,
     groups: &'a [libc::gid_t],
+    netns: Option<RawFd>,
     report: RawFd,
 }
 
@@ -196,6 +205,12 @@ impl Child<'_> {
             }
             // SAFETY: see above.
             unsafe { libc::close(fd) };
+        }
+        if let Some(netns) = self.netns {
+            // SAFETY: see above.
+            if unsafe { libc::setns(netns, libc::CLONE_NEWNET) } < 0 {
+                self.fail(Stage::Network);
+            }
         }
         let standard = [(self.stdin, 0), (self.output, 1), (self.output, 2)];
         for &(source, target) in standard.iter().chain(self.placements) {
@@ -353,6 +368,7 @@ mod tests {
             fds: vec![(marker_write, 3)],
             user: None,
             groups: Vec::new(),
+            netns: None,
         })
         .expect("spawns");
         let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).expect("wait");
@@ -378,6 +394,7 @@ mod tests {
             fds: Vec::new(),
             user: None,
             groups: Vec::new(),
+            netns: None,
         })
         .expect_err("no such program");
         assert_eq!(
@@ -401,6 +418,7 @@ mod tests {
             fds: Vec::new(),
             user: None,
             groups: Vec::new(),
+            netns: None,
         })
         .expect_err("cannot join");
         assert_eq!(failure.stage, Stage::Cgroup);

@@ -84,6 +84,9 @@ pub struct LaunchRequest<'a> {
     /// Its supplementary groups ([`supplementary_groups`] of the read-only mounts);
     /// ignored for [`HostUser::Current`], which keeps the daemon's.
     pub groups: &'a [u32],
+    /// The network namespace to start in (with [`BwrapSpec::joined_network`]); joined by
+    /// the child as root before it drops to the host uid. `None`: bwrap makes one.
+    pub netns: Option<std::os::fd::BorrowedFd<'a>>,
 }
 
 /// A started sandbox.
@@ -375,6 +378,7 @@ fn start(
             HostUser::Current => None,
         },
         groups: request.groups.to_vec(),
+        netns: request.netns.map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd)),
     };
     let bwrap_pid = child::spawn(setup)
         .map_err(|failure| spawn_error(failure.stage.describe(), failure.errno))?;

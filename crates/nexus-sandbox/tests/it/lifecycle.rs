@@ -214,6 +214,7 @@ fn failed_launches_leave_nothing_behind() {
             runtime_dir: &runtime_dir,
             user: HostUser::Dedicated(uid),
             groups: &[],
+            netns: None,
         };
         let error = launch::launch(&request, setup.cgroup).expect_err(case);
         match case {

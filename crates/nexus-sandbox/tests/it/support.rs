@@ -149,6 +149,7 @@ impl Harness {
             env: vec![("LANG".into(), "C.UTF-8".into())],
             agent: None,
             writable_root: false,
+            joined_network: false,
             command: vec!["/bin/sh".into(), "-c".into(), script.into()],
         }
     }
@@ -175,6 +176,7 @@ impl Harness {
             runtime_dir: &runtime_dir,
             user: HostUser::Dedicated(uid),
             groups: &options.groups,
+            netns: None,
         };
         let launched = launch::launch(&request, setup.cgroup)?;
         Ok((

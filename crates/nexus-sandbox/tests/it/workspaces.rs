@@ -302,6 +302,7 @@ fn sandbox(name: &str, driver: DriverKind) -> Sandbox {
             ttl_seconds: None,
             workspace: None,
             mounts: Vec::new(),
+            network: Default::default(),
         },
         state: SandboxState::Created,
         crash_reason: None,
@@ -335,6 +336,7 @@ async fn the_bwrap_driver_honours_the_mounts_and_destroy_keeps_the_trees() {
     };
     let layout = layout(&h);
     let driver = BwrapDriver::new(BwrapDriverConfig {
+        egress: None,
         layout: layout.clone(),
         bwrap: h.bwrap.clone(),
         agent: fake_agent(&h),

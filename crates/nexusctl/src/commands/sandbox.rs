@@ -1,8 +1,9 @@
-//! `nexusctl sandbox create|list|inspect|start|stop|pause|resume|fork|delete`.
+//! `nexusctl sandbox create|list|inspect|start|stop|pause|resume|fork|delete` (and
+//! `network|netlog`, in [`super::network`]).
 
 use std::fmt::Write;
 
-use nexus_api::{CreateSandboxRequest, LimitsBody, MountBody, SandboxInfo};
+use nexus_api::{CreateSandboxRequest, LimitsBody, MountBody, NetworkPolicyBody, SandboxInfo};
 use nexus_client::Client;
 
 use crate::cli::{CreateArgs, SandboxCommand, SandboxShape};
@@ -56,6 +57,8 @@ pub async fn run(client: &Client, command: SandboxCommand, out: Output) -> anyho
                 out.text(&format!("{sandbox} deleted\n"))
             }
         }
+        SandboxCommand::Network(args) => super::network::policy(client, args, out).await,
+        SandboxCommand::Netlog(args) => super::network::log(client, args, out).await,
     }
 }
 
@@ -85,6 +88,11 @@ pub fn create_request(
             .into_iter()
             .map(|(workspace, path)| MountBody { workspace, path })
             .collect(),
+        // No flag: the daemon's default policy.
+        network: (!shape.allow.is_empty() || !shape.deny.is_empty()).then_some(NetworkPolicyBody {
+            allow: shape.allow,
+            deny: shape.deny,
+        }),
     }
 }
 

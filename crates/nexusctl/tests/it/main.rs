@@ -5,5 +5,6 @@ mod commands;
 mod files;
 mod harness;
 mod images;
+mod network;
 mod sandboxes;
 mod workspaces;

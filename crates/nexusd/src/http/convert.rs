@@ -34,6 +34,10 @@ pub fn create_request(body: nexus_api::CreateSandboxRequest) -> CreateSandbox {
                 path: m.path,
             })
             .collect(),
+        network: body.network.map(|n| nexus_core::NetworkSpec {
+            allow: n.allow,
+            deny: n.deny,
+        }),
     }
 }
 
@@ -113,6 +117,10 @@ pub fn sandbox_info(view: SandboxView) -> SandboxInfo {
                 path: m.path,
             })
             .collect(),
+        network: nexus_api::NetworkPolicyBody {
+            allow: s.spec.network.allow,
+            deny: s.spec.network.deny,
+        },
         created_at: rfc3339(s.created_at),
         updated_at: rfc3339(s.updated_at),
         started_at: s.started_at.map(rfc3339),
@@ -152,6 +160,7 @@ fn isolation_report(i: Isolation) -> IsolationReport {
             })
             .collect(),
         warnings: i.warnings,
+        network: i.network,
     }
 }
 

@@ -18,6 +18,7 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    egress: IntCounterVec,
 }
 
 /// Label of requests that matched no route, so unknown paths cannot blow up cardinality.
@@ -56,10 +57,19 @@ impl Metrics {
         )
         .expect("metric definition is valid");
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let egress = IntCounterVec::new(
+            Opts::new(
+                "nexus_network_connections_total",
+                "Connection attempts of sandboxes through the policy proxy, by decision and way in",
+            ),
+            &["decision", "via"],
+        )
+        .expect("metric definition is valid");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(build),
+            Box::new(egress.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             registry
@@ -70,7 +80,13 @@ impl Metrics {
             registry,
             requests,
             latency,
+            egress,
         }
+    }
+
+    /// The counter of egress attempts, for the network log to increment.
+    pub fn egress_counter(&self) -> IntCounterVec {
+        self.egress.clone()
     }
 
     /// Records one finished request.

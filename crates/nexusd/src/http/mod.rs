@@ -8,6 +8,7 @@ pub mod files;
 pub mod images;
 pub mod json;
 pub mod metrics;
+pub mod network;
 pub mod openapi;
 pub mod processes;
 pub mod sandboxes;
@@ -62,6 +63,8 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(images::get, images::delete))
         .routes(routes!(images::build))
         .routes(routes!(sandboxes::exec))
+        .routes(routes!(network::set))
+        .routes(routes!(network::log))
         .routes(routes!(processes::start, processes::list))
         .routes(routes!(processes::output))
         .routes(routes!(processes::wait))
@@ -222,6 +225,7 @@ mod tests {
             sandboxes: Arc::new(sandboxes),
             token: Arc::new(ApiToken::new("0123456789abcdef".into())),
             metrics: Arc::new(metrics::Metrics::new()),
+            netlog: Arc::new(crate::netlog::NetLog::new(Default::default(), None)),
             info: Arc::new(DaemonInfo {
                 started: Instant::now(),
                 started_at: SystemTime::now(),

@@ -21,6 +21,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "files", description = "Files of a running sandbox"),
         (name = "workspaces", description = "Persistent workspaces, snapshots, restore and fork"),
         (name = "images", description = "Images: the read-only root trees sandboxes start from"),
+        (name = "network", description = "Network egress policy of a sandbox, and its network log"),
     )
 )]
 pub struct ApiDoc;

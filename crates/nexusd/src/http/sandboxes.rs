@@ -199,10 +199,12 @@ pub async fn delete(
     Path(id): Path<String>,
     Query(query): Query<DeleteQuery>,
 ) -> Result<StatusCode, ApiError> {
+    let sandbox = state.sandboxes.get(&id).await?.sandbox.id;
     state
         .sandboxes
-        .delete(&id, query.force, query.keep_workspace)
+        .delete(sandbox.as_str(), query.force, query.keep_workspace)
         .await?;
+    state.netlog.forget(sandbox.as_str());
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -2,10 +2,12 @@
 
 mod api;
 mod config;
+mod egress;
 mod files;
 mod harness;
 mod images;
 mod lifecycle;
+mod network;
 mod pause;
 mod processes;
 mod sandboxes;
