@@ -423,9 +423,7 @@ mod tests {
         assert_eq!(pool.ready(), 2, "the pool refills in the background");
         let (second, _) = pool.take().expect("pooled");
         // Distinct namespaces, and a pooled one is as configured as a fresh one.
-        let inode = |ns: &Netns| {
-            nix::sys::stat::fstat(ns.as_fd()).expect("fstat").st_ino
-        };
+        let inode = |ns: &Netns| nix::sys::stat::fstat(ns.as_fd()).expect("fstat").st_ino;
         assert_ne!(inode(&first), inode(&second));
         let listener = second
             .run(|| TcpListener::bind(("127.0.0.1", CAPTURE_PORT)))

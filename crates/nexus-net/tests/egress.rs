@@ -73,7 +73,8 @@ struct Lab {
 }
 
 #[allow(clippy::print_stderr)] // a skip must be seen in the test output
-fn lab(allow: &[String]) -> Option<Lab> {
+/// A namespace served by a proxy whose policy allows the test server (`allow_for`).
+fn lab() -> Option<Lab> {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIP: the egress tests need root to make a network namespace");
         return None;
@@ -102,7 +103,7 @@ fn lab(allow: &[String]) -> Option<Lab> {
     let (netns, capture) = Netns::create().expect("netns");
     assert!(capture.transparent, "{}", capture.detail);
     let policy = Policy::parse(&PolicySpec {
-        allow: allow.to_vec(),
+        allow: allow_for(port),
         deny: vec![],
     })
     .expect("policy");
@@ -161,16 +162,7 @@ impl Lab {
 
 #[test]
 fn connect_and_plain_http_through_the_proxy_follow_the_policy() {
-    let Some(lab) = lab(&[]) else { return };
-    lab.egress.update(
-        "sb-test",
-        Policy::parse(&PolicySpec {
-            allow: allow_for(lab.port),
-            deny: vec![],
-        })
-        .expect("policy"),
-        false,
-    );
+    let Some(lab) = lab() else { return };
     let port = lab.port;
     let out = lab.exchange(format!(
         "CONNECT allowed.test:{port} HTTP/1.1\r\nHost: allowed.test:{port}\r\n\r\nGET /tunnel HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -239,17 +231,8 @@ fn connect_and_plain_http_through_the_proxy_follow_the_policy() {
 
 #[test]
 fn socks5_reaches_allowed_names_only() {
-    let Some(lab) = lab(&[]) else { return };
+    let Some(lab) = lab() else { return };
     let port = lab.port;
-    lab.egress.update(
-        "sb-test",
-        Policy::parse(&PolicySpec {
-            allow: allow_for(port),
-            deny: vec![],
-        })
-        .expect("policy"),
-        false,
-    );
     let socks = |name: &'static str| {
         lab.inside(move || {
             let mut s = TcpStream::connect(("127.0.0.1", PROXY_PORT))?;
@@ -282,17 +265,8 @@ fn socks5_reaches_allowed_names_only() {
 
 #[test]
 fn programs_ignoring_the_proxy_are_captured_and_judged_by_name() {
-    let Some(lab) = lab(&[]) else { return };
+    let Some(lab) = lab() else { return };
     let port = lab.port;
-    lab.egress.update(
-        "sb-test",
-        Policy::parse(&PolicySpec {
-            allow: allow_for(port),
-            deny: vec![],
-        })
-        .expect("policy"),
-        false,
-    );
     // The resolver answers for the allowed name with a synthetic address, and refuses
     // the others.
     let addrs = lab.resolve_inside("allowed.test").expect("resolve allowed");
@@ -377,18 +351,8 @@ fn programs_ignoring_the_proxy_are_captured_and_judged_by_name() {
 
 #[test]
 fn a_policy_change_applies_to_new_connections_and_can_cut_open_ones() {
-    let Some(lab) = lab(&[]) else { return };
+    let Some(lab) = lab() else { return };
     let port = lab.port;
-    // Allowed now: open a tunnel and keep it.
-    lab.egress.update(
-        "sb-test",
-        Policy::parse(&PolicySpec {
-            allow: allow_for(port),
-            deny: vec![],
-        })
-        .expect("policy"),
-        false,
-    );
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let request = format!("CONNECT allowed.test:{port} HTTP/1.1\r\n\r\n");
     let handle = {
@@ -436,7 +400,7 @@ fn silent_server() -> (u16, Arc<Mutex<Vec<TcpStream>>>) {
 
 #[test]
 fn a_sandbox_at_its_connection_limit_or_a_slow_target_holds_up_no_one_else() {
-    let Some(lab) = lab(&[]) else { return };
+    let Some(lab) = lab() else { return };
     let (silent, _held) = silent_server();
     let port = lab.port;
     let rules = |extra: u16| {
