@@ -7,8 +7,9 @@ use clap::Parser;
 use crate::measure::Plan;
 
 /// Measures Nexus (create→running, exec, memory, many sandboxes at once, the file API,
-/// workspace snapshots, restores and forks, also on a loop-mounted btrfs) next to plain
-/// bubblewrap, fork+exec and podman on this machine, and prints the figures. It starts
+/// workspace snapshots, restores and forks, also on a loop-mounted btrfs, network egress
+/// through the policy proxy) next to plain bubblewrap, fork+exec, podman and direct
+/// loopback connections on this machine, and prints the figures. It starts
 /// its own `nexusd` (the one built beside this binary) with temporary directories.
 /// Timings are printed, never asserted: the exit code is 0 unless the harness failed.
 #[derive(Debug, Clone, Parser)]

@@ -1,7 +1,7 @@
 //! `nexus-bench`: starts a private `nexusd`, measures sandbox operations and their peers
 //! (plain bwrap, fork+exec, podman) in the same run, and prints the figures beside the
-//! targets of issue 3 (and of issue 4, marked so). It measures and prints; it never
-//! asserts a timing.
+//! targets of issue 3 (and of issues 4 and 5, marked so). It measures and prints; it
+//! never asserts a timing.
 //!
 //! # Files and workspaces (issue 4)
 //!
@@ -25,13 +25,31 @@
 //!   busy) and deleted afterwards, by a guard even on errors. Otherwise they are skipped
 //!   with the reason. Their targets (≤ 50 ms for 1 GiB) are judged in full mode only.
 //!
-//! Heavy operations (transfers, snapshots, restores, forks) run `heavy_iterations`
-//! times: at most 5 in quick mode, 10 in full mode.
+//! # Network egress (issue 5)
+//!
+//! Last, as root (otherwise skipped: the proxy makes a network namespace), `egress` runs
+//! `nexus-net`'s policy proxy in the bench itself, attached to a fresh network namespace
+//! as nexusd attaches it to a sandbox's, with an audit sink that drops the records (so
+//! without the daemon's network log). Servers on the host's loopback, started by the
+//! bench, echo one byte or send zeros. Each connect row is 10 untimed then 200 (quick) or
+//! 1,000 (full) connects, each timed until one byte has been echoed back:
+//! `net_connect_direct` (peer: from the host's namespace straight to the server),
+//! `net_connect_transparent` (from inside the namespace to the synthetic address its
+//! resolver gives `bench.test`, captured by the nftables rules) and `net_connect_proxy`
+//! (inside, `CONNECT bench.test:PORT` to `127.0.0.1:3128`, the `200` head read, then the
+//! byte). `net_download_direct` (peer) and `net_download_transparent` read 1 GiB (256 MiB
+//! quick) per connection with a 1 MiB buffer, as MiB/s. The connect rows stand beside
+//! the direct one in the peers table; the transparent download has a target of
+//! ≥ 1024 MiB/s.
+//!
+//! Heavy operations (transfers, snapshots, restores, forks, downloads) run
+//! `heavy_iterations` times: at most 5 in quick mode, 10 in full mode.
 
 mod args;
 mod btrfs;
 mod cleanup;
 mod daemon;
+mod egress;
 mod file_api;
 mod lab;
 mod machine;
@@ -132,6 +150,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::select! {
         peers = peers => operations.extend(peers),
         _ = tokio::signal::ctrl_c() => bail!("interrupted while measuring the peers"),
+    }
+
+    progress(&format!(
+        "egress: {} connects direct, captured and through CONNECT; {} MiB down direct and through the proxy, {} times each",
+        egress::connects(plan),
+        plan.transfer_mib,
+        plan.heavy_iterations
+    ));
+    tokio::select! {
+        egress = egress::measure(plan) => operations.extend(egress),
+        _ = tokio::signal::ctrl_c() => bail!("interrupted while measuring network egress"),
     }
 
     let mut report = Report {
