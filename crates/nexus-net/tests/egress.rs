@@ -288,27 +288,27 @@ fn programs_ignoring_the_proxy_are_captured_and_judged_by_name() {
         .expect("captured exchange");
     assert!(out.contains("echo: GET /raw"), "{out}");
 
-    // A raw connection to an address no rule allows is reset at once.
-    let refused = lab.inside(|| {
-        let mut s = TcpStream::connect_timeout(
-            &"192.0.2.10:80".parse().expect("addr"),
-            Duration::from_secs(5),
-        )?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut buf = [0u8; 16];
-        s.write_all(b"hello")?;
-        s.read(&mut buf)
-    });
-    match refused {
-        Ok(0) => {}
-        Ok(n) => panic!("read {n} bytes from a denied target"),
-        Err(e) => assert!(
-            matches!(
-                e.kind(),
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionRefused
+    // A raw connection to an address no rule allows, IPv4 or IPv6, is reset at once.
+    for target in ["192.0.2.10:80", "[2001:db8::10]:80"] {
+        let refused = lab.inside(move || {
+            let mut s =
+                TcpStream::connect_timeout(&target.parse().expect("addr"), Duration::from_secs(5))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut buf = [0u8; 16];
+            s.write_all(b"hello")?;
+            s.read(&mut buf)
+        });
+        match refused {
+            Ok(0) => {}
+            Ok(n) => panic!("read {n} bytes from a denied target {target}"),
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionRefused
+                ),
+                "{target}: {e}"
             ),
-            "{e}"
-        ),
+        }
     }
     // The daemon's port on the host's loopback is not the sandbox's loopback.
     let daemon = lab.inside(|| {
@@ -340,6 +340,12 @@ fn programs_ignoring_the_proxy_are_captured_and_judged_by_name() {
             && r.decision == Decision::Denied
             && r.address == Some("192.0.2.10:80".parse().expect("addr"))),
         "{records:?}"
+    );
+    assert!(
+        records.iter().any(|r| r.via == Via::Transparent
+            && r.decision == Decision::Denied
+            && r.address == Some("[2001:db8::10]:80".parse().expect("addr"))),
+        "IPv6 is captured too: {records:?}"
     );
     assert!(
         records.iter().any(|r| r.via == Via::Dns

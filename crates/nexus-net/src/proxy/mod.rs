@@ -17,6 +17,7 @@ mod front;
 mod open;
 mod relay;
 mod resolver;
+mod splice;
 mod transparent;
 
 use std::collections::{HashMap, VecDeque};

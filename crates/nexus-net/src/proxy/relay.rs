@@ -11,6 +11,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::splice::{self, Pipe};
+
 /// Buffer per direction: large enough for loopback throughput in the GiB/s.
 const BUFFER: usize = 256 * 1024;
 
@@ -22,7 +24,8 @@ pub(crate) struct Relayed {
     pub error: Option<String>,
 }
 
-/// Relays until both directions are done, or `kill` changes (a policy change with
+/// Relays until both directions are done (with `splice`, see [`splice`]; through a
+/// buffer when pipes cannot be had), or `kill` changes (a policy change with
 /// `kill_existing`, or the sandbox detached).
 pub(crate) async fn relay(
     client: TcpStream,
@@ -31,6 +34,27 @@ pub(crate) async fn relay(
 ) -> Relayed {
     let up = Arc::new(AtomicU64::new(0));
     let down = Arc::new(AtomicU64::new(0));
+    if let (Ok(up_pipe), Ok(down_pipe)) = (Pipe::new(), Pipe::new()) {
+        let error = tokio::select! {
+            done = async {
+                tokio::try_join!(
+                    splice::one_way(&client, &upstream, &up_pipe, &up),
+                    splice::one_way(&upstream, &client, &down_pipe, &down),
+                )
+            } => done.err().map(|e| e.to_string()),
+            _ = kill.changed() => {
+                reset(client);
+                reset(upstream);
+                Some("cut by a policy change".to_owned())
+            }
+        };
+        return Relayed {
+            up: up.load(Ordering::Relaxed),
+            down: down.load(Ordering::Relaxed),
+            error,
+        };
+    }
+    // Out of descriptors for pipes: copy through memory instead.
     let mut client = Counted::new(client, up.clone());
     let mut upstream = Counted::new(upstream, down.clone());
     let error = tokio::select! {
