@@ -234,6 +234,15 @@ impl From<StoreError> for ServiceError {
     }
 }
 
+/// See [`SandboxService::running_agent`].
+#[derive(Debug, Default)]
+struct HotAgents {
+    entries: HashMap<String, (Sandbox, AgentClient)>,
+    /// Bumped by every change of any sandbox record: an entry read from the store before
+    /// a change is not inserted after it.
+    epoch: u64,
+}
+
 /// The sandbox lifecycle.
 #[derive(Debug)]
 pub struct SandboxService {
@@ -247,6 +256,11 @@ pub struct SandboxService {
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
     agents: Mutex<HashMap<SandboxId, AgentClient>>,
+    /// Running sandboxes by the id or name callers used, with their agent: the hot path
+    /// of exec and file operations, which then need no store read. Dropped for a sandbox
+    /// by every change of its record (state, policy, deletion), so it never outlives
+    /// `Running`.
+    hot: Mutex<HotAgents>,
     quotas: Mutex<HashMap<WorkspaceId, QuotaStatus>>,
     isolation: Mutex<HashMap<SandboxId, Isolation>>,
     /// One lifecycle operation per sandbox at a time.
@@ -271,6 +285,7 @@ impl SandboxService {
             clock,
             config,
             agents: Mutex::default(),
+            hot: Mutex::default(),
             quotas: Mutex::default(),
             isolation: Mutex::default(),
             locks: Mutex::default(),
@@ -448,7 +463,9 @@ impl SandboxService {
             .destroy(&sandbox)
             .await
             .map_err(ServiceError::Driver)?;
+        self.cool(&sandbox.id);
         self.store.delete_sandbox(&sandbox.id).await?;
+        self.cool(&sandbox.id);
         self.forget_runtime(&sandbox.id);
         self.release_workspace(&sandbox, keep_workspace).await;
         self.locks
@@ -656,6 +673,33 @@ impl SandboxService {
         &self,
         id_or_name: &str,
     ) -> Result<(Sandbox, AgentClient), ServiceError> {
+        let epoch = {
+            let hot = self.hot.lock().expect("hot map is never poisoned");
+            if let Some(found) = hot
+                .entries
+                .get(id_or_name)
+                .filter(|(_, agent)| !agent.is_closed())
+            {
+                return Ok(found.clone());
+            }
+            hot.epoch
+        };
+        let (sandbox, agent) = self.running_agent_from_store(id_or_name).await?;
+        let mut hot = self.hot.lock().expect("hot map is never poisoned");
+        // A record changed since the read (a transition racing with this call) must not
+        // see a stale entry come back.
+        if hot.epoch == epoch {
+            hot.entries
+                .insert(id_or_name.to_owned(), (sandbox.clone(), agent.clone()));
+        }
+        Ok((sandbox, agent))
+    }
+
+    /// [`Self::running_agent`] without the hot map.
+    async fn running_agent_from_store(
+        &self,
+        id_or_name: &str,
+    ) -> Result<(Sandbox, AgentClient), ServiceError> {
         let sandbox = self.find(id_or_name).await?;
         if sandbox.state == SandboxState::Paused {
             return Err(ServiceError::Paused {
@@ -718,6 +762,13 @@ impl SandboxService {
             .insert(sandbox.id.clone(), isolation);
     }
 
+    /// Drops a sandbox's entries from the hot map: its record is changing.
+    fn cool(&self, id: &SandboxId) {
+        let mut hot = self.hot.lock().expect("hot map is never poisoned");
+        hot.epoch += 1;
+        hot.entries.retain(|_, (sandbox, _)| &sandbox.id != id);
+    }
+
     fn forget_runtime(&self, id: &SandboxId) {
         self.agents
             .lock()
@@ -754,7 +805,11 @@ impl SandboxService {
             crash_reason,
             runtime,
         };
-        Ok(self.store.transition_sandbox(&transition).await?)
+        // Before the write (no new entry from here on) and after it (none read meanwhile).
+        self.cool(&sandbox.id);
+        let result = self.store.transition_sandbox(&transition).await;
+        self.cool(&sandbox.id);
+        Ok(result?)
     }
 
     async fn find(&self, id_or_name: &str) -> Result<Sandbox, ServiceError> {

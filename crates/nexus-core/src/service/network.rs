@@ -25,11 +25,13 @@ impl SandboxService {
         let sandbox = self.find(id_or_name).await?;
         let lock = self.lock(&sandbox.id);
         let _guard = lock.lock().await;
+        self.cool(&sandbox.id);
         let sandbox = self
             .store
             .set_sandbox_network(&sandbox.id, &network)
             .await?
             .ok_or_else(|| ServiceError::NotFound(id_or_name.to_owned()))?;
+        self.cool(&sandbox.id);
         if matches!(sandbox.state, SandboxState::Running | SandboxState::Paused)
             && let Some(runtime) = sandbox.runtime.as_deref()
         {

@@ -142,3 +142,42 @@ async fn adoption_after_a_restart_tells_the_driver() {
             .contains(&format!("adopted {}", view.sandbox.id))
     );
 }
+
+#[tokio::test]
+async fn the_agent_fast_path_never_outlives_a_change_of_the_record() {
+    let w = world();
+    w.service
+        .create(CreateSandbox {
+            name: Some("web".into()),
+            start: true,
+            ..CreateSandbox::default()
+        })
+        .await
+        .expect("create");
+    // Twice: the second is served from the hot map.
+    for _ in 0..2 {
+        let (sandbox, _) = w.service.agent("web").await.expect("agent");
+        assert_eq!(sandbox.spec.network, NetworkSpec::default());
+    }
+    let changed = spec(&["pypi.org:443"], &[]);
+    w.service
+        .set_network("web", changed.clone(), false)
+        .await
+        .expect("change");
+    let (sandbox, _) = w.service.agent("web").await.expect("agent");
+    assert_eq!(
+        sandbox.spec.network, changed,
+        "a policy change is seen at once"
+    );
+    w.service.pause("web").await.expect("pause");
+    let paused = w.service.agent("web").await.expect_err("paused");
+    assert!(matches!(paused, ServiceError::Paused { .. }), "{paused:?}");
+    w.service.resume("web").await.expect("resume");
+    w.service.agent("web").await.expect("agent again");
+    w.service.stop("web").await.expect("stop");
+    let stopped = w.service.agent("web").await.expect_err("stopped");
+    assert!(
+        matches!(stopped, ServiceError::NotRunning { .. }),
+        "{stopped:?}"
+    );
+}
