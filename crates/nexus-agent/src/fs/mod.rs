@@ -7,6 +7,7 @@
 //! append, batch), [`transfer`] (read, write and tar streams), [`search`] (glob, grep),
 //! [`watch`] (inotify).
 
+mod hash_cache;
 pub mod mutate;
 pub mod path;
 pub mod search;

@@ -19,16 +19,35 @@ use super::path::{FsPath, errno_refusal, open_at, open_subdir, read_dir_names};
 use crate::procs::Refusal;
 
 /// `fs_stat`: one result per path, a failure of one never failing the others.
+///
+/// Consecutive paths in one directory share one open of it (stats of a directory's files
+/// are the common case); each path is still resolved inside the sandbox's view.
 pub fn stat_many(workdir: &Path, request: &StatRequest) -> Vec<StatResult> {
+    let mut parent: Option<(PathBuf, OwnedFd)> = None;
     request
         .paths
         .iter()
-        .map(|raw| StatResult {
-            path: raw.clone(),
-            result: match FsPath::new(workdir, raw).and_then(|p| stat_path(&p, request.hash)) {
-                Ok(stat) => Outcome::Ok(stat),
-                Err(refusal) => Outcome::Error(item_error(refusal)),
-            },
+        .map(|raw| {
+            let result = FsPath::new(workdir, raw).and_then(|path| match path.final_name() {
+                Some(name) => {
+                    let dir_path = path.abs.parent().unwrap_or_else(|| Path::new("/"));
+                    let dir = match parent.take() {
+                        Some((open_path, fd)) if open_path == dir_path => fd,
+                        _ => path.open_parent()?.0,
+                    };
+                    let stat = stat_at(&dir, name, &path.raw, request.hash);
+                    parent = Some((dir_path.to_path_buf(), dir));
+                    stat
+                }
+                None => stat_path(&path, request.hash),
+            });
+            StatResult {
+                path: raw.clone(),
+                result: match result {
+                    Ok(stat) => Outcome::Ok(stat),
+                    Err(refusal) => Outcome::Error(item_error(refusal)),
+                },
+            }
         })
         .collect()
 }
@@ -75,7 +94,14 @@ pub fn stat_at(
         HashMode::Always => true,
     };
     let sha256 = if file_type == FileType::File && wants_hash {
-        Some(hash_at(dir, name, &raw, display)?)
+        match super::hash_cache::get(&raw) {
+            Some(known) => Some(known),
+            None => {
+                let sha256 = hash_at(dir, name, &raw, display)?;
+                super::hash_cache::put(&raw, &sha256);
+                Some(sha256)
+            }
+        }
     } else {
         None
     };
