@@ -93,10 +93,15 @@ impl SandboxService {
             }
         };
         let oom_killed = self.oom_killed(&process, &exit).await;
-        if let Err(e) = process.handle.forget().await {
-            tracing::debug!(error = %e, "forgetting a finished process failed");
-        }
         let id = process.handle.id;
+        // The agent's record of the finished process goes on the side: the caller has
+        // everything already and need not wait for another round trip.
+        let handle = process.handle.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle.forget().await {
+                tracing::debug!(error = %e, "forgetting a finished process failed");
+            }
+        });
         Ok(CommandResult {
             completed: CompletedProcess {
                 id,
