@@ -168,9 +168,10 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|err| Refusal::new(ErrorCode::Internal, format!("file operation failed: {err}")))?
 }
 
-/// `fs_read`: EVENT `fs_read_start`, FILE_DATA frames, then `fs_read_done`. The first
-/// [`INLINE_READ`] bytes are read in the same blocking job that opens the file, so a small
-/// read costs one hop to the blocking pool; the rest is read ahead by a producer.
+/// `fs_read`: EVENT `fs_read_start`, FILE_DATA frames, then `fs_read_done`. The file is
+/// opened and its first [`INLINE_READ`] bytes read on the agent's own thread (a small
+/// read from a local filesystem costs less than the blocking pool's round trip); the
+/// rest is read ahead by a producer on the blocking pool.
 pub async fn read(
     workdir: PathBuf,
     request: ReadRequest,
@@ -178,7 +179,7 @@ pub async fn read(
     tx: &FrameSender,
     channel: u32,
 ) -> Result<Response, Refusal> {
-    let opened = blocking(move || {
+    let opened = (move || {
         let path = FsPath::new(&workdir, &request.path)?;
         let fd = path.open(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)?;
         let raw = fstat(&fd).map_err(|e| errno_refusal(e, "stat", &path.raw))?;
@@ -218,9 +219,8 @@ pub async fn read(
                 None => break,
             }
         }
-        Ok((info, first, reader))
-    })
-    .await?;
+        Ok::<_, Refusal>((info, first, reader))
+    })()?;
     let (info, first, mut reader) = opened;
     let start = info.offset;
     let mut offset = start;
