@@ -40,6 +40,23 @@ impl Dirs {
     /// A `nexusd` command with this environment and nothing inherited that could leak in.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexusd"));
+        self.environment(&mut cmd);
+        cmd
+    }
+
+    /// [`Dirs::command`] run as `uid` (group `uid`, no supplementary groups) through
+    /// `setpriv`; the caller must be root.
+    pub fn command_as(&self, uid: u32) -> Command {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .args(["--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_nexusd"));
+        self.environment(&mut cmd);
+        cmd
+    }
+
+    fn environment(&self, cmd: &mut Command) {
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.path("home"))
@@ -51,7 +68,6 @@ impl Dirs {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        cmd
     }
 
     pub fn write_config(&self, text: &str) -> PathBuf {

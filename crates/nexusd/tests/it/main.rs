@@ -12,4 +12,5 @@ mod pause;
 mod processes;
 mod sandboxes;
 mod security;
+mod unprivileged;
 mod workspaces;
