@@ -2,8 +2,8 @@
 //! the host's loopback only as the policy says, whether they honour the proxy variables
 //! (curl, Python's urllib) or not (`--noproxy`, raw sockets); names that resolve to private
 //! addresses, the daemon's own port, other addresses and UDP stay out of reach; a policy
-//! change applies at once and can cut a running download; a restarted daemon serves the
-//! sandbox again. Names come from the daemon's `network.hosts` table, so nothing leaves
+//! change applies at once and can cut a running download; a restarted daemon, and a
+//! stopped and started sandbox, are served again. Names come from the daemon's `network.hosts` table, so nothing leaves
 //! this machine. Needs root (the proxy makes the sandbox's network namespace).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -435,6 +435,14 @@ async fn a_restarted_daemon_serves_the_sandboxs_network_again() {
     let _ = daemon.wait();
     let daemon = Daemon::start(&dirs);
     let api = Api::new(&daemon, &dirs);
+    assert_eq!(stdout(&api, "keep", &fetch).await, "hello\nhello\n");
+    // Stopped and started again: a new namespace, served as the first was.
+    for action in ["stop", "start"] {
+        let (status, body) = api
+            .post(&format!("/v1/sandboxes/keep/{action}"), json!({}))
+            .await;
+        assert_eq!(status, 200, "{action}: {body}");
+    }
     assert_eq!(stdout(&api, "keep", &fetch).await, "hello\nhello\n");
     let (status, _) = api.delete("/v1/sandboxes/keep?force=true").await;
     assert_eq!(status, 204);
