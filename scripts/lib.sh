@@ -34,7 +34,7 @@ ensure_rust() {
 
 # The system packages Nexus needs at run time, and to build. btrfs-progs makes O(1)
 # workspace snapshots possible when the data directory is on btrfs, and lets the tests
-# make a loop-mounted btrfs image to cover that path. nftables and iproute2 load the
-# rules and routes that capture a sandbox's outbound connections for the policy proxy.
-RUNTIME_PACKAGES=(bubblewrap btrfs-progs ca-certificates iproute2 mmdebstrap nftables)
+# make a loop-mounted btrfs image to cover that path. nftables loads the
+# rules that capture a sandbox's outbound connections for the policy proxy.
+RUNTIME_PACKAGES=(bubblewrap btrfs-progs ca-certificates mmdebstrap nftables)
 BUILD_PACKAGES=(gcc libc6-dev pkg-config)

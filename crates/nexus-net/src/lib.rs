@@ -8,5 +8,6 @@ pub mod netns;
 pub mod policy;
 pub mod proxy;
 pub mod resolve;
+mod routes;
 pub mod target;
 pub mod wire;

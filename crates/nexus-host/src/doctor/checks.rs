@@ -324,7 +324,7 @@ pub(super) fn network_egress(probe: &EgressProbe) -> Check {
         EgressProbe::Made(capture) => fail(
             NAME,
             capture.detail.clone(),
-            "apt-get install -y nftables iproute2 (and a kernel with nf_tables NAT)".into(),
+            "apt-get install -y nftables (and a kernel with nf_tables NAT)".into(),
         ),
         EgressProbe::NotRoot => skip(
             NAME,
