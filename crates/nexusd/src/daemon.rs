@@ -58,6 +58,7 @@ impl ShutdownSignals {
 /// the store, the token or the address cannot be had, so a half-started daemon never
 /// answers requests.
 pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
+    raise_open_file_limit();
     ensure_private_dir(&config.runtime_dir)?;
     let agent_path = prepare_data_dir(config)?;
     let db_path = nexus_core::paths::database_path(&config.state_dir);
@@ -186,6 +187,22 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
         ticker,
         pid_file,
     })
+}
+
+/// Raises the soft limit on open descriptors to the hard one. Every sandbox holds some
+/// in the daemon (its agent's connection; with egress, the proxy's six sockets, plus a
+/// connection and two pipes per relayed connection), and the usual soft limit of 1,024
+/// would cap a host at a hundred-odd sandboxes. Sandboxes inherit the raised limit.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
 }
 
 impl RunningDaemon {

@@ -147,3 +147,44 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     assert!(exit.success(), "{exit}: {logs}");
     assert!(logs.contains("shutdown complete"), "{logs}");
 }
+
+/// The soft limit of `pid` on open descriptors, and its hard limit, from `/proc`.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_owned(), fields[4].to_owned())
+}
+
+#[test]
+fn the_daemon_raises_its_open_file_limit_to_the_hard_one() {
+    let dirs = Dirs::new();
+    let mut cmd = dirs.command();
+    cmd.args(["--listen", "127.0.0.1:0", "--log-format", "json"]);
+    // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            limit.rlim_cur = limit.rlim_max.min(256);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let daemon = Daemon::spawn(cmd);
+    let (soft, hard) = open_file_limits(daemon.pid());
+    assert_eq!(
+        soft, hard,
+        "the soft limit (started at 256) is raised to the hard one"
+    );
+}
