@@ -158,7 +158,13 @@ impl TreeOwners {
         for workspace in list(&workspaces)? {
             for kind in ["trees", "snapshots"] {
                 for tree in list(&workspace.join(kind))? {
-                    owners.add(owner(&tree)?, workspace.clone());
+                    // A tree can vanish between the listing and its stat: a temporary of
+                    // a create, clone or snapshot renamed into place, or a deleted tree.
+                    // Its owner owns the source it is made from too (new trees belong
+                    // to the daemon until a sandbox gets them), so nothing is missed.
+                    if let Some(uid) = owner(&tree)? {
+                        owners.add(uid, workspace.clone());
+                    }
                 }
             }
         }
@@ -307,10 +313,13 @@ fn list(dir: &Path) -> Result<Vec<PathBuf>, LaunchError> {
     }
 }
 
-fn owner(path: &Path) -> Result<u32, LaunchError> {
-    std::fs::symlink_metadata(path)
-        .map(|meta| meta.uid())
-        .map_err(|source| scan_error(path, source))
+/// The owner of `path`; `None` when it no longer exists.
+fn owner(path: &Path) -> Result<Option<u32>, LaunchError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => Ok(Some(meta.uid())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(scan_error(path, source)),
+    }
 }
 
 fn scan_error(path: &Path, source: std::io::Error) -> LaunchError {
@@ -323,6 +332,16 @@ fn scan_error(path: &Path, source: std::io::Error) -> LaunchError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tree_that_vanished_during_the_scan_owns_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(
+            owner(&dir.path().join("renamed-meanwhile")).expect("no error"),
+            None
+        );
+        assert!(owner(dir.path()).expect("exists").is_some());
+    }
 
     #[test]
     fn allocates_lowest_free_and_reuses_released() {
