@@ -299,14 +299,14 @@ impl Policy {
     /// `name_verdict` is what [`Policy::decide`] said about the name.
     pub fn decide_dialled(&self, ip: IpAddr, port: u16, name_verdict: &Verdict) -> Verdict {
         let ip = ip.to_canonical();
-        let denying = |rule: &&Rule| rule.covers_port(port) && rule.range_holds(ip);
-        if let Some(rule) = self.deny.iter().find(denying) {
+        let names_range = |rule: &&Rule| rule.covers_port(port) && rule.range_holds(ip);
+        if let Some(rule) = self.deny.iter().find(names_range) {
             return Verdict::deny(rule.text.clone());
         }
         if !is_special(ip) {
             return name_verdict.clone();
         }
-        match self.allow.iter().find(denying) {
+        match self.allow.iter().find(names_range) {
             // Both rules were needed: say so.
             Some(rule) => Verdict {
                 allowed: true,
@@ -314,21 +314,6 @@ impl Policy {
             },
             None => Verdict::deny(special_refusal(ip, port)),
         }
-    }
-
-    /// Whether an address may appear in the resolver's answers: a public one unless a
-    /// deny range refuses it on every port, a special one only when an allow range names
-    /// it.
-    pub fn may_reach(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        if self
-            .deny
-            .iter()
-            .any(|rule| rule.all_ports() && rule.range_holds(ip))
-        {
-            return false;
-        }
-        !is_special(ip) || self.allow.iter().any(|rule| rule.range_holds(ip))
     }
 
     /// Whether the sandbox's resolver answers for `name`: some allow rule matches it on

@@ -371,14 +371,6 @@ impl Egress {
             tracing::debug!(sandbox_id = sandbox, "egress detached");
         }
     }
-
-    /// Whether a sandbox is attached.
-    pub fn is_attached(&self, sandbox: &str) -> bool {
-        self.sandboxes
-            .lock()
-            .expect("sandbox map lock is never poisoned")
-            .contains_key(sandbox)
-    }
 }
 
 /// Which listener a connection came through.

@@ -181,7 +181,7 @@ impl MakeRequestId for RandomRequestId {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
     use std::time::{Instant, SystemTime};
 
@@ -212,7 +212,8 @@ mod tests {
         );
     }
 
-    fn state(store: Arc<MemoryStore>) -> AppState {
+    /// A state over `store` with no drivers, for handler tests.
+    pub(crate) fn state(store: Arc<MemoryStore>) -> AppState {
         let sandboxes = nexus_core::service::SandboxService::new(
             store.clone(),
             Vec::new(),

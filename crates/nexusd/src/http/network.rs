@@ -268,16 +268,13 @@ impl Follower {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Instant, SystemTime};
+    use std::time::SystemTime;
 
-    use nexus_api::DaemonPaths;
     use nexus_core::Store;
     use nexus_core::testing::MemoryStore;
     use nexus_net::audit::{AuditSink, ConnectionRecord, Decision, Via};
 
     use super::*;
-    use crate::state::DaemonInfo;
-    use crate::token::ApiToken;
 
     fn record(sandbox: &str, port: u16) -> ConnectionRecord {
         ConnectionRecord {
@@ -302,32 +299,7 @@ mod tests {
         let store = Arc::new(MemoryStore::default());
         let sandbox = nexus_core::testing::contract::sandbox("web", 0, None, Vec::new());
         store.insert_sandbox(&sandbox).await.expect("insert");
-        let sandboxes = nexus_core::service::SandboxService::new(
-            store.clone(),
-            Vec::new(),
-            Arc::new(nexus_core::testing::FakeStorage::default()),
-            Arc::new(nexus_core::SystemClock),
-            nexus_core::service::ServiceConfig::default(),
-        );
-        let state = AppState {
-            store,
-            sandboxes: Arc::new(sandboxes),
-            token: Arc::new(ApiToken::new("0123456789abcdef".into())),
-            metrics: Arc::new(super::super::metrics::Metrics::new()),
-            netlog: Arc::new(crate::netlog::NetLog::new(Default::default(), None)),
-            info: Arc::new(DaemonInfo {
-                started: Instant::now(),
-                started_at: SystemTime::now(),
-                listen: "127.0.0.1:9600".parse().expect("addr"),
-                paths: DaemonPaths {
-                    config_file: None,
-                    token_file: None,
-                    state_dir: "/s".into(),
-                    data_dir: "/d".into(),
-                    runtime_dir: "/r".into(),
-                },
-            }),
-        };
+        let state = crate::http::tests::state(store);
         (state, sandbox.id)
     }
 
