@@ -44,6 +44,109 @@ pub struct Config {
     pub uid_range: std::ops::RangeInclusive<u32>,
     /// Network egress: default policy, name overrides, log bounds.
     pub network: NetworkConfig,
+    /// The MCP endpoint: scoped tokens, accepted hosts and origins, conformance fixtures.
+    pub mcp: McpConfig,
+}
+
+/// The `mcp` section, checked.
+#[derive(Debug, Clone, Default)]
+pub struct McpConfig {
+    /// Host names (or `host:port`) accepted in `Host` besides loopback and the listen address.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins accepted in `Origin`, e.g. `https://console.example.com:443`; any
+    /// other request carrying an `Origin` is refused (DNS-rebinding protection).
+    pub allowed_origins: Vec<String>,
+    /// Serve the conformance suite's fixtures at `/mcp/conformance` (tests only).
+    pub conformance: bool,
+    /// Tokens that open `/mcp` with a narrower profile or one sandbox only.
+    pub tokens: Vec<ScopedToken>,
+}
+
+/// A token of `mcp.tokens`: what it opens.
+#[derive(Debug, Clone)]
+pub struct ScopedToken {
+    /// The secret.
+    pub token: crate::token::ApiToken,
+    /// What a session opened with it may see and touch.
+    pub binding: crate::mcp::binding::Binding,
+}
+
+impl McpConfig {
+    /// The binding of the scoped token presented, if it is one. Every token is compared,
+    /// in constant time, so timing does not tell which one nearly matched.
+    pub fn binding_for(&self, presented: &str) -> Option<crate::mcp::binding::Binding> {
+        let mut found = None;
+        for scoped in &self.tokens {
+            if scoped.token.matches(presented) && found.is_none() {
+                found = Some(scoped.binding.clone());
+            }
+        }
+        found
+    }
+}
+
+/// The `mcp` section of `nexus.yaml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMcp {
+    /// Extra accepted `Host` names, e.g. `["nexus.internal"]`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Accepted browser origins, e.g. `["https://console.example.com:443"]`.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Serve the conformance fixtures at `/mcp/conformance` [default: false].
+    #[serde(default)]
+    pub conformance: bool,
+    /// Scoped tokens.
+    #[serde(default)]
+    pub tokens: Vec<FileMcpToken>,
+}
+
+/// One entry of `mcp.tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMcpToken {
+    /// The secret, at least 16 printable characters.
+    pub token: String,
+    /// `minimal`, `coding`, `execution` or `full`.
+    pub profile: String,
+    /// The only sandbox (id or name) sessions with this token may touch.
+    pub sandbox: Option<String>,
+}
+
+impl FileMcp {
+    fn check(self) -> anyhow::Result<McpConfig> {
+        let mut tokens = Vec::with_capacity(self.tokens.len());
+        for (i, entry) in self.tokens.into_iter().enumerate() {
+            validate_token(&entry.token).with_context(|| format!("invalid mcp.tokens[{i}].token"))?;
+            let profile = entry
+                .profile
+                .parse()
+                .map_err(|e| anyhow::anyhow!("invalid mcp.tokens[{i}].profile: {e}"))?;
+            if entry.sandbox.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                bail!("invalid mcp.tokens[{i}].sandbox: empty; name a sandbox or leave the key out");
+            }
+            tokens.push(ScopedToken {
+                token: crate::token::ApiToken::new(entry.token),
+                binding: crate::mcp::binding::Binding {
+                    profile,
+                    sandbox: entry.sandbox,
+                },
+            });
+        }
+        for (i, origin) in self.allowed_origins.iter().enumerate() {
+            if origin != "null" && !origin.contains("://") {
+                bail!("invalid mcp.allowed_origins[{i}] {origin:?}: write scheme://host:port, e.g. https://console.example.com:443");
+            }
+        }
+        Ok(McpConfig {
+            allowed_hosts: self.allowed_hosts,
+            allowed_origins: self.allowed_origins,
+            conformance: self.conformance,
+            tokens,
+        })
+    }
 }
 
 /// The `network` section, checked.
@@ -146,6 +249,9 @@ pub struct FileConfig {
     /// Network egress of sandboxes.
     #[serde(default)]
     pub network: FileNetwork,
+    /// The MCP endpoint.
+    #[serde(default)]
+    pub mcp: FileMcp,
 }
 
 /// The default grace period at shutdown (as in the deployment guide's `shutdown_timeout`).
@@ -209,6 +315,7 @@ impl Config {
                 None => DEFAULT_UID_RANGE,
             },
             network: file.network.check()?,
+            mcp: file.mcp.check()?,
         })
     }
 }

@@ -148,6 +148,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
         token: Arc::new(token.clone()),
         metrics,
         netlog,
+        mcp: Arc::new(config.mcp.clone()),
         info: Arc::new(DaemonInfo {
             started: Instant::now(),
             started_at: SystemTime::now(),

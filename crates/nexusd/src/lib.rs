@@ -8,6 +8,7 @@ pub mod drivers;
 pub mod http;
 pub mod image_build;
 pub mod logging;
+pub mod mcp;
 pub mod netlog;
 pub mod state;
 pub mod storage;

@@ -26,6 +26,8 @@ pub struct AppState {
     pub info: Arc<DaemonInfo>,
     /// Every connection attempt of every sandbox.
     pub netlog: Arc<crate::netlog::NetLog>,
+    /// The MCP endpoint's settings and scoped tokens.
+    pub mcp: Arc<crate::config::McpConfig>,
 }
 
 /// Facts fixed at start.

@@ -117,6 +117,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(public)
         .merge(protected)
+        .merge(crate::mcp::routes(state.clone()))
         .route("/v1/openapi.json", get(serve_openapi))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
@@ -227,6 +228,7 @@ pub(crate) mod tests {
             token: Arc::new(ApiToken::new("0123456789abcdef".into())),
             metrics: Arc::new(metrics::Metrics::new()),
             netlog: Arc::new(crate::netlog::NetLog::new(Default::default(), None)),
+            mcp: Arc::default(),
             info: Arc::new(DaemonInfo {
                 started: Instant::now(),
                 started_at: SystemTime::now(),
