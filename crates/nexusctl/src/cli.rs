@@ -63,6 +63,9 @@ pub enum Command {
     /// Images sandboxes start from: list, inspect, import, build, delete.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Serve MCP on stdio for a desktop MCP client, bridged to the daemon's `/mcp`.
+    #[command(subcommand)]
+    Mcp(McpCommand),
     /// Print a shell completion script, e.g. `nexusctl completion bash > ~/.local/share/bash-completion/completions/nexusctl`.
     Completion {
         /// The shell to complete for.
@@ -583,4 +586,24 @@ fn parse_octal_mode(text: &str) -> Result<u32, String> {
         Ok(mode) if mode <= 0o7777 => Ok(mode),
         _ => Err(format!("{text:?} is not octal permission bits such as 644")),
     }
+}
+
+/// `nexusctl mcp ...`
+#[derive(Debug, Subcommand)]
+pub enum McpCommand {
+    /// Speak MCP on stdin/stdout, passing every message to the daemon's `/mcp` endpoint,
+    /// so the tools run in the daemon's sandboxes. Logs go to stderr only.
+    Serve(McpServeArgs),
+}
+
+/// `nexusctl mcp serve`
+#[derive(Debug, Args)]
+pub struct McpServeArgs {
+    /// Bind the session to one sandbox (id or name): its tools take no sandbox argument
+    /// and can reach nothing else.
+    #[arg(long, value_name = "SANDBOX")]
+    pub sandbox: Option<String>,
+    /// The tools offered: minimal, coding, execution or full [default: what the token allows].
+    #[arg(long, value_name = "PROFILE", value_parser = ["minimal", "coding", "execution", "full"])]
+    pub profile: Option<String>,
 }

@@ -68,6 +68,10 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
         Command::Workspace(command) => {
             commands::workspace::run(&connect(&cli.global)?, command, out).await
         }
+        Command::Mcp(cli::McpCommand::Serve(args)) => {
+            let conn = config::resolve(&cli.global, &XdgDirs::from_env())?;
+            commands::mcp::serve(&conn, args).await
+        }
         Command::Image(command) => commands::image::run(&connect(&cli.global)?, command, out).await,
     }
 }

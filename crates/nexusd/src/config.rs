@@ -119,13 +119,20 @@ impl FileMcp {
     fn check(self) -> anyhow::Result<McpConfig> {
         let mut tokens = Vec::with_capacity(self.tokens.len());
         for (i, entry) in self.tokens.into_iter().enumerate() {
-            validate_token(&entry.token).with_context(|| format!("invalid mcp.tokens[{i}].token"))?;
+            validate_token(&entry.token)
+                .with_context(|| format!("invalid mcp.tokens[{i}].token"))?;
             let profile = entry
                 .profile
                 .parse()
                 .map_err(|e| anyhow::anyhow!("invalid mcp.tokens[{i}].profile: {e}"))?;
-            if entry.sandbox.as_deref().is_some_and(|s| s.trim().is_empty()) {
-                bail!("invalid mcp.tokens[{i}].sandbox: empty; name a sandbox or leave the key out");
+            if entry
+                .sandbox
+                .as_deref()
+                .is_some_and(|s| s.trim().is_empty())
+            {
+                bail!(
+                    "invalid mcp.tokens[{i}].sandbox: empty; name a sandbox or leave the key out"
+                );
             }
             tokens.push(ScopedToken {
                 token: crate::token::ApiToken::new(entry.token),
@@ -137,7 +144,9 @@ impl FileMcp {
         }
         for (i, origin) in self.allowed_origins.iter().enumerate() {
             if origin != "null" && !origin.contains("://") {
-                bail!("invalid mcp.allowed_origins[{i}] {origin:?}: write scheme://host:port, e.g. https://console.example.com:443");
+                bail!(
+                    "invalid mcp.allowed_origins[{i}] {origin:?}: write scheme://host:port, e.g. https://console.example.com:443"
+                );
             }
         }
         Ok(McpConfig {

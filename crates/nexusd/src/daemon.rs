@@ -142,6 +142,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
         tracing::warn!(%addr, "listening on a non-loopback address: the API is plain HTTP, so put TLS in front of it");
     }
 
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let state = AppState {
         store,
         sandboxes: sandboxes.clone(),
@@ -149,6 +150,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
         metrics,
         netlog,
         mcp: Arc::new(config.mcp.clone()),
+        shutdown: shutdown.clone(),
         info: Arc::new(DaemonInfo {
             started: Instant::now(),
             started_at: SystemTime::now(),
@@ -175,6 +177,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
             .with_graceful_shutdown(async move {
                 // An error means the sender is gone, which also means stop.
                 let _ = stopped.wait_for(|stop| *stop).await;
+                shutdown.cancel();
             })
             .await
     });

@@ -28,6 +28,9 @@ pub struct AppState {
     pub netlog: Arc<crate::netlog::NetLog>,
     /// The MCP endpoint's settings and scoped tokens.
     pub mcp: Arc<crate::config::McpConfig>,
+    /// Cancelled when the daemon stops, so long-lived streams (MCP sessions) end and the
+    /// graceful shutdown does not wait for them.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Facts fixed at start.

@@ -5,6 +5,7 @@ pub mod doctor;
 pub mod exec;
 pub mod fs;
 pub mod image;
+pub mod mcp;
 pub mod network;
 pub mod process;
 pub mod sandbox;

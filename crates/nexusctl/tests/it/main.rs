@@ -5,6 +5,7 @@ mod commands;
 mod files;
 mod harness;
 mod images;
+mod mcp;
 mod network;
 mod sandboxes;
 mod workspaces;

@@ -229,6 +229,7 @@ pub(crate) mod tests {
             metrics: Arc::new(metrics::Metrics::new()),
             netlog: Arc::new(crate::netlog::NetLog::new(Default::default(), None)),
             mcp: Arc::default(),
+            shutdown: Default::default(),
             info: Arc::new(DaemonInfo {
                 started: Instant::now(),
                 started_at: SystemTime::now(),

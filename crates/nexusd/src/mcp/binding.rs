@@ -100,7 +100,9 @@ impl Binding {
         }
         if let Some(value) = header(headers, SANDBOX_HEADER)? {
             if value.is_empty() {
-                return Err(format!("{SANDBOX_HEADER} is empty: name a sandbox or leave the header out"));
+                return Err(format!(
+                    "{SANDBOX_HEADER} is empty: name a sandbox or leave the header out"
+                ));
             }
             match &self.sandbox {
                 Some(own) if own != value => {
@@ -152,7 +154,10 @@ mod tests {
     #[test]
     fn headers_narrow_the_daemon_token() {
         let binding = Binding::unrestricted()
-            .narrowed(&headers(&[(PROFILE_HEADER, "coding"), (SANDBOX_HEADER, "sb1")]))
+            .narrowed(&headers(&[
+                (PROFILE_HEADER, "coding"),
+                (SANDBOX_HEADER, "sb1"),
+            ]))
             .expect("narrowing is allowed");
         assert_eq!(binding.profile, Profile::Coding);
         assert_eq!(binding.sandbox.as_deref(), Some("sb1"));
@@ -173,7 +178,10 @@ mod tests {
             .expect_err("another sandbox");
         assert!(err.contains("bound to sandbox \"sb1\""), "{err}");
         let same = scoped
-            .narrowed(&headers(&[(SANDBOX_HEADER, "sb1"), (PROFILE_HEADER, "minimal")]))
+            .narrowed(&headers(&[
+                (SANDBOX_HEADER, "sb1"),
+                (PROFILE_HEADER, "minimal"),
+            ]))
             .expect("narrowing further");
         assert_eq!(same.profile, Profile::Minimal);
     }

@@ -3,8 +3,10 @@
 
 pub mod auth;
 pub mod binding;
+pub mod compact;
 pub mod conformance;
 pub mod server;
+pub mod tools;
 
 use std::sync::Arc;
 
@@ -30,12 +32,20 @@ pub fn routes(state: AppState) -> Router<AppState> {
         Arc::new(LocalSessionManager::default()),
         http.clone(),
     );
-    let mut router = Router::new().route_service("/mcp", tools).layer(
-        middleware::from_fn_with_state(state.clone(), auth::require_mcp_token),
-    );
+    let mut router =
+        Router::new()
+            .route_service("/mcp", tools)
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_mcp_token,
+            ));
     if state.mcp.conformance {
+        let hub = conformance::Hub::new();
+        let mut http = http;
+        http.allowed_origins
+            .extend(conformance::own_origins(state.info.listen));
         let fixtures = StreamableHttpService::new(
-            || Ok(conformance::Fixtures::new()),
+            move || Ok(conformance::Fixtures::new(&hub)),
             Arc::new(LocalSessionManager::default()),
             http,
         );
@@ -57,4 +67,5 @@ pub fn http_config(config: &McpConfig, state: &AppState) -> StreamableHttpServer
         .with_allowed_origins(config.allowed_origins.clone())
         .enforce_origin_validation()
         .with_max_request_body_bytes(MAX_REQUEST_BYTES)
+        .with_cancellation_token(state.shutdown.child_token())
 }

@@ -7,6 +7,7 @@ mod files;
 mod harness;
 mod images;
 mod lifecycle;
+mod mcp;
 mod network;
 mod pause;
 mod processes;

