@@ -19,3 +19,5 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo nextest run"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
+log "MCP conformance suite (2025-11-25 and 2026-07-28 requirement sets)"
+scripts/mcp-conformance.sh target/debug/nexusd

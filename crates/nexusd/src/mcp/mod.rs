@@ -8,6 +8,7 @@ pub mod conformance;
 pub mod server;
 pub mod tools;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -41,9 +42,6 @@ pub fn routes(state: AppState) -> Router<AppState> {
             ));
     if state.mcp.conformance {
         let hub = conformance::Hub::new();
-        let mut http = http;
-        http.allowed_origins
-            .extend(conformance::own_origins(state.info.listen));
         let fixtures = StreamableHttpService::new(
             move || Ok(conformance::Fixtures::new(&hub)),
             Arc::new(LocalSessionManager::default()),
@@ -56,7 +54,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
 
 /// The transport settings shared by every MCP endpoint: DNS-rebinding protection by
 /// `Host` (loopback names, the listen address and `mcp.allowed_hosts`) and by `Origin`
-/// (refused unless listed in `mcp.allowed_origins`), and the request size limit.
+/// (refused unless it is the daemon's own origin or listed in `mcp.allowed_origins`),
+/// the request size limit, and an end to every session when the daemon stops.
 pub fn http_config(config: &McpConfig, state: &AppState) -> StreamableHttpServerConfig {
     let listen = state.info.listen;
     let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
@@ -64,8 +63,43 @@ pub fn http_config(config: &McpConfig, state: &AppState) -> StreamableHttpServer
     hosts.extend(config.allowed_hosts.iter().cloned());
     StreamableHttpServerConfig::default()
         .with_allowed_hosts(hosts)
-        .with_allowed_origins(config.allowed_origins.clone())
+        .with_allowed_origins(
+            config
+                .allowed_origins
+                .iter()
+                .cloned()
+                .chain(own_origins(listen)),
+        )
         .enforce_origin_validation()
         .with_max_request_body_bytes(MAX_REQUEST_BYTES)
         .with_cancellation_token(state.shutdown.child_token())
+}
+
+/// The browser origins of the daemon itself (`http://127.0.0.1:PORT`, and
+/// `http://localhost:PORT` on loopback): pages the daemon serves itself are
+/// same-origin, and the conformance suite's DNS-rebinding scenario expects them served.
+pub fn own_origins(listen: SocketAddr) -> Vec<String> {
+    let mut origins = vec![format!("http://{listen}")];
+    if listen.ip().is_loopback() {
+        origins.push(format!("http://localhost:{}", listen.port()));
+    }
+    origins
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_origins_name_the_listen_address_and_localhost_on_loopback() {
+        let loopback: SocketAddr = "127.0.0.1:9600".parse().expect("addr");
+        assert_eq!(
+            own_origins(loopback),
+            ["http://127.0.0.1:9600", "http://localhost:9600"]
+        );
+        let v6: SocketAddr = "[::1]:80".parse().expect("addr");
+        assert_eq!(own_origins(v6), ["http://[::1]:80", "http://localhost:80"]);
+        let public: SocketAddr = "192.0.2.7:9600".parse().expect("addr");
+        assert_eq!(own_origins(public), ["http://192.0.2.7:9600"]);
+    }
 }

@@ -17,7 +17,6 @@ mod resources;
 mod tools;
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -150,17 +149,6 @@ impl Fixtures {
         let level = *self.log_level.lock().expect("log level lock poisoned");
         Some(level.unwrap_or(LoggingLevel::Info))
     }
-}
-
-/// The browser origins of the daemon itself (`http://127.0.0.1:PORT`, and
-/// `http://localhost:PORT` on loopback): the conformance suite's DNS-rebinding scenario
-/// expects a request whose `Origin` matches the server it calls to be served.
-pub fn own_origins(listen: SocketAddr) -> Vec<String> {
-    let mut origins = vec![format!("http://{listen}")];
-    if listen.ip().is_loopback() {
-        origins.push(format!("http://localhost:{}", listen.port()));
-    }
-    origins
 }
 
 /// A list whose change [`Hub::notify_listeners`] announces.
@@ -339,19 +327,6 @@ impl ServerHandler for Fixtures {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn own_origins_name_the_listen_address_and_localhost_on_loopback() {
-        let loopback: SocketAddr = "127.0.0.1:9600".parse().expect("addr");
-        assert_eq!(
-            own_origins(loopback),
-            ["http://127.0.0.1:9600", "http://localhost:9600"]
-        );
-        let v6: SocketAddr = "[::1]:80".parse().expect("addr");
-        assert_eq!(own_origins(v6), ["http://[::1]:80", "http://localhost:80"]);
-        let public: SocketAddr = "192.0.2.7:9600".parse().expect("addr");
-        assert_eq!(own_origins(public), ["http://192.0.2.7:9600"]);
-    }
 
     #[test]
     fn severities_rise_from_debug_to_emergency() {
