@@ -25,6 +25,13 @@
 //!   busy) and deleted afterwards, by a guard even on errors. Otherwise they are skipped
 //!   with the reason. Their targets (≤ 50 ms for 1 GiB) are judged in full mode only.
 //!
+//! # MCP (issue 6)
+//!
+//! After the file API, `mcp` opens an MCP session over Streamable HTTP bound to a fresh
+//! sandbox (the official Rust client, as an agent would) and times `tools/call` of
+//! `file_read` on 1 KiB and of `run_command` with `true`; the report sets them beside
+//! `file_read_1k` and `exec_true_api` through REST, measured in the same run.
+//!
 //! # Network egress (issue 5)
 //!
 //! Last, as root (otherwise skipped: the proxy makes a network namespace), `egress` runs
@@ -53,6 +60,7 @@ mod egress;
 mod file_api;
 mod lab;
 mod machine;
+mod mcp;
 mod measure;
 mod memory;
 mod peers;
@@ -210,6 +218,10 @@ async fn measure_nexus(
         plan.transfer_mib, plan.heavy_iterations
     ));
     operations.extend(file_api::measure(lab, plan).await);
+    progress(&format!(
+        "MCP over HTTP: tools/call of file_read (1 KiB) and run_command `true`, {n} times each"
+    ));
+    operations.extend(mcp::measure(lab, &daemon.url, &daemon.token, n).await);
     progress(&format!(
         "workspaces ({}): snapshot, fork and restore, {} times each",
         workspaces::contents(plan),

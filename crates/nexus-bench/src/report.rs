@@ -156,7 +156,7 @@ pub struct Report {
 }
 
 /// Pairs shown side by side: (Nexus operation, peer operation).
-const PAIRS: [(&str, &str); 8] = [
+const PAIRS: [(&str, &str); 10] = [
     ("create_running", "bwrap_spawn"),
     ("create_running", "podman_run"),
     ("exec_true_api", "fork_exec_true"),
@@ -165,6 +165,8 @@ const PAIRS: [(&str, &str); 8] = [
     ("nexusctl_exec_true", "podman_exec"),
     ("net_connect_transparent", "net_connect_direct"),
     ("net_connect_proxy", "net_connect_direct"),
+    ("mcp_file_read_1k", "file_read_1k"),
+    ("mcp_run_true", "exec_true_api"),
 ];
 
 impl Report {
