@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the official MCP conformance suite (@modelcontextprotocol/conformance, pinned) against
 # the fixtures a real nexusd serves at /mcp/conformance, for the 2025-11-25 and 2026-07-28
-# requirement sets, and fails unless every scored check passes.
+# requirement sets, and fails unless every scored check passes. Then drives the real
+# tools with the official MCP Inspector CLI (@modelcontextprotocol/inspector --cli, pinned)
+# over HTTP and over stdio (`nexusctl mcp serve`), against a real sandbox.
 #
 # Usage: scripts/mcp-conformance.sh [path/to/nexusd]   (default: target/debug/nexusd, built
 # when absent; run `cargo build -p nexusd --bin nexusd` first to test fresh code). Node 22 (the suite needs it; the system node may be older) and the suite
@@ -13,6 +15,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 SUITE_VERSION=0.2.0-alpha.12
+INSPECTOR_VERSION=2.12.0
 NODE_MAJOR=22
 REQUIREMENTS=(2025-11-25 2026-07-28)
 
@@ -20,7 +23,9 @@ WORK="$PWD/target/mcp-conformance"
 RESULTS="$WORK/results"
 NODE="$WORK/node/bin/node"
 SUITE="$WORK/suite/node_modules/@modelcontextprotocol/conformance/dist/index.js"
+INSPECTOR="$WORK/inspector/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js"
 NEXUSD="${1:-target/debug/nexusd}"
+NEXUSCTL="$(dirname "$NEXUSD")/nexusctl"
 
 command -v curl >/dev/null || die "curl not found"
 command -v npm >/dev/null || die "npm not found: install Node.js and npm (any version; Node $NODE_MAJOR is fetched)"
@@ -52,11 +57,28 @@ if [ "$installed" != "$SUITE_VERSION" ]; then
 fi
 [ -f "$SUITE" ] || die "the suite is missing its entry point: $SUITE"
 
+installed=$(sed -n 's/^ *"version": *"\(.*\)",$/\1/p' \
+    "$WORK/inspector/node_modules/@modelcontextprotocol/inspector/package.json" 2>/dev/null || true)
+if [ "$installed" != "$INSPECTOR_VERSION" ]; then
+    log "installing @modelcontextprotocol/inspector@$INSPECTOR_VERSION"
+    rm -rf "$WORK/inspector"
+    mkdir -p "$WORK/inspector"
+    printf '{ "name": "nexus-mcp-inspector", "private": true }\n' >"$WORK/inspector/package.json"
+    (cd "$WORK/inspector" && npm install --silent --no-audit --no-fund --engine-strict=false \
+        "@modelcontextprotocol/inspector@$INSPECTOR_VERSION" >/dev/null)
+fi
+[ -f "$INSPECTOR" ] || die "the inspector is missing its entry point: $INSPECTOR"
+
 if [ ! -x "$NEXUSD" ]; then
     [ "$NEXUSD" = target/debug/nexusd ] || die "no nexusd at $NEXUSD"
     ensure_rust
     log "building nexusd"
     cargo build -p nexusd --bin nexusd
+fi
+if [ ! -x "$NEXUSCTL" ]; then
+    ensure_rust
+    log "building nexusctl"
+    cargo build -p nexusctl --bin nexusctl
 fi
 
 # A daemon with its own XDG directories and the fixtures switched on. The directory is
@@ -160,6 +182,59 @@ for req in "${REQUIREMENTS[@]}"; do
     fi
     summary+=("$line")
 done
+
+# The real tools through the Inspector CLI, as a person scripting a session would.
+token=$(cat "$tmp/config/nexus/token")
+inspector() {
+    "$NODE" "$INSPECTOR" --cli "$@" 2>>"$RESULTS/inspector.log"
+}
+expect() { # NAME PATTERN TEXT
+    if grep -q -- "$2" <<<"$3"; then
+        summary+=("inspector: $1: ok")
+    else
+        summary+=("inspector: $1: FAILED (no \"$2\" in the answer; see $RESULTS/inspector.log)")
+        printf '%s\n--- %s ---\n' "$3" "$1" >>"$RESULTS/inspector.log"
+        status=1
+    fi
+}
+http=(--transport http --server-url "http://$addr/mcp" --header "Authorization: Bearer $token")
+log "inspector --cli over HTTP"
+# --strict: a tool schema that clients may reject (error severity) fails the run.
+set +e
+listed=$(inspector "${http[@]}" --method tools/list --strict)
+strict_status=$?
+set -e
+expect "tools/list over HTTP" '"run_command"' "$listed"
+if [ "$strict_status" -ne 0 ]; then
+    summary+=("inspector: tool schemas: FAILED (--strict exit status $strict_status; see $RESULTS/inspector.log)")
+    status=1
+fi
+if bwrap --unshare-all --unshare-user --ro-bind / / true 2>/dev/null; then
+    curl -fsS -H "Authorization: Bearer $token" -H 'content-type: application/json' \
+        -d '{"name":"inspected"}' "http://$addr/v1/sandboxes" >/dev/null
+    answer=$(inspector "${http[@]}" --method tools/call --tool-name file_write \
+        --tool-arg sandbox=inspected path=notes/hello.txt 'content=hello from the inspector' || true)
+    expect "file_write over HTTP" '"size"' "$answer"
+    answer=$(inspector "${http[@]}" --method tools/call --tool-name run_command \
+        --tool-arg sandbox=inspected 'command=cat notes/hello.txt' || true)
+    expect "run_command over HTTP" 'hello from the inspector' "$answer"
+    log "inspector --cli over stdio (nexusctl mcp serve)"
+    stdio=(-e "NEXUS_URL=http://$addr" -e "NEXUS_TOKEN=$token" --
+        "$NEXUSCTL" mcp serve --sandbox inspected --profile coding)
+    listed=$(inspector --method tools/list "${stdio[@]}" || true)
+    expect "tools/list over stdio" '"file_edit"' "$listed"
+    if grep -q '"run_command"\|"sandbox_create"' <<<"$listed"; then
+        summary+=("inspector: coding profile over stdio: FAILED (it lists tools beyond coding)")
+        status=1
+    fi
+    answer=$(inspector --method tools/call --tool-name file_read --tool-arg path=notes/hello.txt \
+        "${stdio[@]}" || true)
+    expect "file_read over stdio" 'hello from the inspector' "$answer"
+    curl -fsS -X DELETE -H "Authorization: Bearer $token" \
+        "http://$addr/v1/sandboxes/inspected?force=true" >/dev/null
+else
+    summary+=("inspector: SKIPPED the sandbox calls: bubblewrap cannot create sandboxes here")
+fi
 
 log "summary (results in $RESULTS, $((SECONDS - started))s)"
 printf '%s\n' "${summary[@]}"

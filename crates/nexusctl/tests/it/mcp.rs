@@ -88,4 +88,9 @@ async fn mcp_serve_bridges_stdio_to_the_daemon_with_the_launch_binding() {
     assert_eq!(structured["stdout"], "from stdio\n", "{structured}");
     assert_eq!(structured["exit_code"], 0);
     client.cancel().await.expect("closed");
+    // Sandboxes outlive their daemon by design, so the test removes its own.
+    env.nexusctl(&url)
+        .args(["sandbox", "delete", "--force", "desk"])
+        .assert()
+        .success();
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, JsonObject,
+    ProgressNotificationParam,
 };
 use rmcp::service::{PeerRequestOptions, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
@@ -634,4 +635,73 @@ async fn assert_gone(api: &Api, sandbox: &str, pid_file: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the command of {pid_file} is still running");
+}
+
+/// A client that keeps the progress notifications it receives.
+#[derive(Clone, Default)]
+struct ProgressRecorder(std::sync::Arc<std::sync::Mutex<Vec<ProgressNotificationParam>>>);
+
+impl rmcp::ClientHandler for ProgressRecorder {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        self.0.lock().expect("lock").push(params);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_command_reports_progress_when_asked() {
+    if !bwrap_usable() {
+        skip("bubblewrap cannot create sandboxes here");
+        return;
+    }
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs);
+    let token = read_token(&dirs.token_file());
+    let api = Api::new(&daemon, &dirs);
+    api.create(json!({"name": "slow"})).await;
+    let config = StreamableHttpClientTransportConfig::with_uri(daemon.url("/mcp"))
+        .auth_header(token)
+        .custom_headers(HashMap::from([(
+            "nexus-mcp-sandbox".parse().expect("name"),
+            "slow".parse().expect("value"),
+        )]));
+    let recorder = ProgressRecorder::default();
+    let client = recorder
+        .clone()
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .expect("MCP session starts");
+
+    let params = CallToolRequestParams::new("run_command").with_arguments(args(
+        json!({"command": "echo step-one; sleep 2.5; echo done"}),
+    ));
+    let handle = client
+        .peer()
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(CallToolRequest::new(params)),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .expect("request sent");
+    // The client asks for progress on every request, with a token of its own.
+    let token = handle.progress_token.clone();
+    let response = handle.await_response().await.expect("the command finishes");
+    assert!(format!("{response:?}").contains("done"), "{response:?}");
+    let seen = recorder.0.lock().expect("lock").clone();
+    assert!(
+        seen.len() >= 2,
+        "one progress notification a second: {seen:?}"
+    );
+    assert!(seen.iter().all(|p| p.progress_token == token));
+    assert!(
+        seen.windows(2).all(|w| w[1].progress > w[0].progress),
+        "progress rises: {seen:?}"
+    );
+    assert_eq!(seen[0].message.as_deref(), Some("step-one"), "{seen:?}");
+    let _ = client.cancel().await;
+
+    daemon.stop();
 }

@@ -258,13 +258,127 @@ fn add_sandbox_argument(schema: &mut JsonObject) {
     schema.insert("required".into(), Value::Array(required));
 }
 
-/// The input schema of `T`, as MCP wants it (an object, no root title).
+/// The input schema of `T`, as MCP wants it (an object, no root title). An optional
+/// argument is simply not required: its type is the value's alone, not a `[T, "null"]`
+/// pair, which clients mapping schemas onto single-type dialects reject.
 pub fn input_schema<T: schemars::JsonSchema + 'static>() -> Arc<JsonObject> {
-    rmcp::handler::server::common::schema_for_input::<T>()
-        .expect("tool arguments are structs, whose schema is an object")
+    let schema = rmcp::handler::server::common::schema_for_input::<T>()
+        .expect("tool arguments are structs, whose schema is an object");
+    let mut schema = schema.as_ref().clone();
+    let required: Vec<Value> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+        for (name, property) in properties.iter_mut() {
+            if required.iter().any(|r| r == name) {
+                continue;
+            }
+            if let Some(Value::Array(types)) = property.get("type") {
+                let kept: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+                if let [single] = kept.as_slice() {
+                    property["type"] = single.clone();
+                }
+            }
+        }
+    }
+    portable(&schema)
 }
 
 /// The output schema of `T`.
 pub fn output_schema<T: schemars::JsonSchema + 'static>() -> Arc<JsonObject> {
-    rmcp::handler::server::common::schema_for_output::<T>()
+    portable(&rmcp::handler::server::common::schema_for_output::<T>())
+}
+
+/// Formats JSON Schema 2020-12 defines; others (schemars' `uint64`, `double`, ...) are
+/// dropped, since clients warn about them and `minimum` already says what they meant.
+const STANDARD_FORMATS: &[&str] = &[
+    "date-time",
+    "date",
+    "time",
+    "duration",
+    "email",
+    "idn-email",
+    "hostname",
+    "idn-hostname",
+    "ipv4",
+    "ipv6",
+    "uri",
+    "uri-reference",
+    "iri",
+    "iri-reference",
+    "uuid",
+    "uri-template",
+    "json-pointer",
+    "relative-json-pointer",
+    "regex",
+];
+
+/// `schema` as the most clients read it, at every depth: no non-standard `format`, and a
+/// nullable value as `anyOf` a type and `null` rather than a `type` array.
+fn portable(schema: &JsonObject) -> Arc<JsonObject> {
+    fn clean_object(map: &mut JsonObject) {
+        let nonstandard = map
+            .get("format")
+            .and_then(Value::as_str)
+            .is_some_and(|f| !STANDARD_FORMATS.contains(&f));
+        if nonstandard {
+            map.remove("format");
+        }
+        if let Some(Value::Array(types)) = map.get("type") {
+            let branches: Vec<Value> = types
+                .iter()
+                .map(|t| serde_json::json!({ "type": t }))
+                .collect();
+            map.remove("type");
+            map.insert("anyOf".into(), Value::Array(branches));
+        }
+        map.values_mut().for_each(clean);
+    }
+    fn clean(value: &mut Value) {
+        match value {
+            Value::Object(map) => clean_object(map),
+            Value::Array(items) => items.iter_mut().for_each(clean),
+            _ => {}
+        }
+    }
+    let mut cleaned = schema.clone();
+    clean_object(&mut cleaned);
+    Arc::new(cleaned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optional_arguments_have_one_type() {
+        for def in catalog() {
+            let text = serde_json::to_string(def.input.as_ref()).expect("json");
+            assert!(
+                !text.contains("\"null\""),
+                "{} has a nullable argument: {text}",
+                def.name
+            );
+        }
+    }
+
+    #[test]
+    fn schemas_carry_only_standard_formats() {
+        for def in catalog() {
+            for schema in [&def.input, &def.output] {
+                let text = serde_json::to_string(schema.as_ref()).expect("json");
+                for format in [
+                    "uint64", "uint32", "int64", "int32", "double", "float", "uint",
+                ] {
+                    assert!(
+                        !text.contains(&format!("\"format\":\"{format}\"")),
+                        "{} has format {format}",
+                        def.name
+                    );
+                }
+            }
+        }
+    }
 }
