@@ -30,7 +30,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
     let tools_state = state.clone();
     let tools = StreamableHttpService::new(
         move || Ok(server::NexusTools::new(tools_state.clone())),
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(tool_sessions()),
         http.clone(),
     );
     let mut router =
@@ -50,6 +50,20 @@ pub fn routes(state: AppState) -> Router<AppState> {
         router = router.route_service("/mcp/conformance", fixtures);
     }
     router
+}
+
+/// How long a 2025-11-25 session may go without a message before it is closed (and
+/// whatever it still runs in the foreground is killed): longer than the longest
+/// foreground command, so a quiet `run_command` of a client that did not ask for progress
+/// is never cut short by its own session. A client that vanished without closing its
+/// session loses its foreground commands at their own timeout, at the latest.
+pub const SESSION_IDLE: std::time::Duration =
+    std::time::Duration::from_secs(tools::commands::MAX_TIMEOUT_SECONDS + 300);
+
+fn tool_sessions() -> LocalSessionManager {
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(SESSION_IDLE);
+    sessions
 }
 
 /// The transport settings shared by every MCP endpoint: DNS-rebinding protection by

@@ -705,3 +705,70 @@ async fn a_long_command_reports_progress_when_asked() {
 
     daemon.stop();
 }
+
+/// One stateless (2026-07-28) JSON-RPC request to `/mcp`; the answer's `result` or `error`.
+async fn stateless(daemon: &Daemon, token: &str, method: &str, params: Value) -> Value {
+    let mut params = params;
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}
+    });
+    let mut request = reqwest::Client::new()
+        .post(daemon.url("/mcp"))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method);
+    if let Some(name) = params["name"].as_str() {
+        request = request.header("mcp-name", name);
+    }
+    let res = request
+        .json(&json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}))
+        .send()
+        .await
+        .expect("request");
+    let status = res.status();
+    if status != 200 {
+        panic!(
+            "{method}: HTTP {status}: {}",
+            res.text().await.unwrap_or_default()
+        );
+    }
+    assert!(
+        res.headers().get("mcp-session-id").is_none(),
+        "stateless: no session"
+    );
+    let body = res.text().await.expect("body");
+    // JSON, or one SSE event carrying it.
+    let json = body
+        .lines()
+        .find_map(|l| l.strip_prefix("data: ").filter(|d| !d.is_empty()))
+        .unwrap_or(&body);
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{method}: {e}: {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stateless_protocol_is_served_on_the_same_endpoint() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs);
+    let token = read_token(&dirs.token_file());
+
+    let discovered = stateless(&daemon, &token, "server/discover", json!({})).await;
+    let versions = discovered["result"]["supportedVersions"].to_string();
+    assert!(
+        versions.contains("2026-07-28") && versions.contains("2025-11-25"),
+        "{discovered}"
+    );
+    let listed = stateless(&daemon, &token, "tools/list", json!({})).await;
+    let tools = listed["result"]["tools"].as_array().expect("tools");
+    assert!(tools.iter().any(|t| t["name"] == "run_command"), "{listed}");
+    let called = stateless(
+        &daemon,
+        &token,
+        "tools/call",
+        json!({"name": "file_stat", "arguments": {"sandbox": "absent", "path": "x"}}),
+    )
+    .await;
+    assert_eq!(called["result"]["isError"], true, "{called}");
+    daemon.stop();
+}

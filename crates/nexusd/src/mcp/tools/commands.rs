@@ -35,7 +35,7 @@ use crate::mcp::compact::{STREAM_BUDGET, head_tail};
 /// Default time a foreground command may take.
 const DEFAULT_TIMEOUT_SECONDS: u64 = 120;
 /// Longest time a command may be given.
-const MAX_TIMEOUT_SECONDS: u64 = 3600;
+pub const MAX_TIMEOUT_SECONDS: u64 = 3600;
 /// Output recorded of one command (stdout and stderr together); the rest is discarded.
 const MAX_RECORDED_OUTPUT: u64 = 8 * 1024 * 1024;
 /// How long `process_output` waits at most.
