@@ -172,6 +172,26 @@ async fn mcp_refuses_missing_or_wrong_tokens_and_foreign_origins_and_hosts() {
 
     let res = raw_post(&daemon, &[("authorization", &bearer)]).await;
     assert_eq!(res.status(), 200, "the daemon's token opens a session");
+    assert!(
+        res.headers().get("access-control-allow-origin").is_none(),
+        "no CORS"
+    );
+
+    // A request body beyond the limit is refused before it is parsed.
+    let huge = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(17 * 1024 * 1024)
+    );
+    let res = reqwest::Client::new()
+        .post(daemon.url("/mcp"))
+        .bearer_auth(&token)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 413, "an oversized request is refused");
     daemon.stop();
 }
 
