@@ -25,10 +25,7 @@ use rmcp::model::{JsonObject, ProgressNotificationParam};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Hints, Scope, ToolCtx, ToolDef, ToolError, ToolOutput, input_schema, output_schema, parse,
-    service_error,
-};
+use super::{Hints, Scope, ToolCtx, ToolDef, ToolError, ToolOutput, parse, service_error};
 use crate::mcp::binding::Profile;
 use crate::mcp::compact::{STREAM_BUDGET, head_tail};
 
@@ -46,50 +43,32 @@ const SETTLE: Duration = Duration::from_millis(200);
 /// The tools of this module.
 pub fn defs() -> Vec<ToolDef> {
     vec![
-        ToolDef {
-            name: "run_command",
-            title: "Run a shell command",
-            description: "Run a shell command line (sh -c) inside the sandbox, in /workspace unless cwd is given, and return its exit code, stdout and stderr (long output keeps its head and tail). \
+        ToolDef::new::<RunArgs, CommandReport>(
+            "run_command",
+            "Run a shell command",
+            "Run a shell command line (sh -c) inside the sandbox, in /workspace unless cwd is given, and return its exit code, stdout and stderr (long output keeps its head and tail). \
 For servers and jobs longer than the timeout, set background: true and read the output later with process_output.",
-            profile: Profile::Execution,
-            scope: Scope::Sandbox,
-            hints: Hints {
-                read_only: false,
-                destructive: true,
-                idempotent: false,
-            },
-            input: input_schema::<RunArgs>(),
-            output: output_schema::<CommandReport>(),
-        },
-        ToolDef {
-            name: "process_output",
-            title: "Read a background process's output",
-            description: "Return the output a background process (started by run_command with background: true) wrote since the given offsets, and whether it is still running. \
+            Profile::Execution,
+            Scope::Sandbox,
+            Hints::DESTRUCTIVE,
+        ),
+        ToolDef::new::<OutputArgs, CommandReport>(
+            "process_output",
+            "Read a background process's output",
+            "Return the output a background process (started by run_command with background: true) wrote since the given offsets, and whether it is still running. \
 Pass back next_stdout_offset and next_stderr_offset to read only what is new; set wait_seconds to wait for it to finish.",
-            profile: Profile::Execution,
-            scope: Scope::Sandbox,
-            hints: Hints {
-                read_only: true,
-                destructive: false,
-                idempotent: true,
-            },
-            input: input_schema::<OutputArgs>(),
-            output: output_schema::<CommandReport>(),
-        },
-        ToolDef {
-            name: "process_kill",
-            title: "Stop a background process",
-            description: "Send a signal (KILL by default, or TERM, INT, HUP) to a background process and everything it started.",
-            profile: Profile::Execution,
-            scope: Scope::Sandbox,
-            hints: Hints {
-                read_only: false,
-                destructive: true,
-                idempotent: true,
-            },
-            input: input_schema::<KillArgs>(),
-            output: output_schema::<KillReport>(),
-        },
+            Profile::Execution,
+            Scope::Sandbox,
+            Hints::READ_ONLY,
+        ),
+        ToolDef::new::<KillArgs, KillReport>(
+            "process_kill",
+            "Stop a background process",
+            "Send a signal (KILL by default, or TERM, INT, HUP) to a background process and everything it started.",
+            Profile::Execution,
+            Scope::Sandbox,
+            Hints::DESTRUCTIVE_IDEMPOTENT,
+        ),
     ]
 }
 

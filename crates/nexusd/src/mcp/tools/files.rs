@@ -20,7 +20,6 @@ use futures::StreamExt;
 use nexus_agent_proto::fs as proto;
 use nexus_agent_proto::{AgentClient, ErrorCode as RemoteCode, ProtoError};
 use rmcp::model::JsonObject;
-use schemars::JsonSchema;
 
 pub use self::schema::*;
 pub use self::text::replace_exact;
@@ -28,8 +27,7 @@ use self::text::{
     edit_refusal, kind_word, read_output, render_grep, render_listing, render_read, shown,
 };
 use super::{
-    Hints, Scope, ToolCtx, ToolDef, ToolError, ToolOutput, file_error, input_schema, output_schema,
-    parse, service_error,
+    Hints, Scope, ToolCtx, ToolDef, ToolError, ToolOutput, file_error, parse, service_error,
 };
 use crate::mcp::binding::Profile;
 
@@ -38,105 +36,89 @@ pub const MAX_READ: u64 = 256 * 1024;
 /// Largest file `file_edit` works on (8 MiB).
 pub const MAX_EDIT: u64 = 8 * 1024 * 1024;
 
-const READ: Hints = Hints {
-    read_only: true,
-    destructive: false,
-    idempotent: true,
-};
-
 /// The tools of this module; the minimal profile's four come first.
 pub fn defs() -> Vec<ToolDef> {
     vec![
-        def::<ReadArgs, ReadOutput>(
+        ToolDef::new::<ReadArgs, ReadOutput>(
             "file_read",
             "Read file",
             "Read a file in the sandbox. Text comes back as is, other bytes as base64; at most 256 KiB per call, so read long files in pages with `offset` (the result says where to continue).",
             Profile::Minimal,
-            READ,
+            Scope::Sandbox,
+            Hints::READ_ONLY,
         ),
-        def::<ListArgs, ListOutput>(
+        ToolDef::new::<ListArgs, ListOutput>(
             "file_list",
             "List directory",
             "List a directory's entries with type and size, optionally several levels deep. To find files by name pattern anywhere in a tree use glob instead.",
             Profile::Minimal,
-            READ,
+            Scope::Sandbox,
+            Hints::READ_ONLY,
         ),
-        def::<StatArgs, StatOutput>(
+        ToolDef::new::<StatArgs, StatOutput>(
             "file_stat",
             "File info",
             "Metadata of one path: type, size, permissions, owner, modification time, symlink target and SHA-256 of a regular file up to 64 MiB. Also the cheap way to check whether a path exists.",
             Profile::Minimal,
-            READ,
+            Scope::Sandbox,
+            Hints::READ_ONLY,
         ),
-        def::<GlobArgs, GlobOutput>(
+        ToolDef::new::<GlobArgs, GlobOutput>(
             "glob",
             "Find files by name",
             "Find paths matching glob patterns such as `**/*.rs` under a directory, skipping what .gitignore excludes by default. Use grep to search file contents.",
             Profile::Minimal,
-            READ,
+            Scope::Sandbox,
+            Hints::READ_ONLY,
         ),
-        def::<WriteArgs, WriteOutput>(
+        ToolDef::new::<WriteArgs, WriteOutput>(
             "file_write",
             "Write file",
             "Create or replace a file with the given text (atomically: readers see the old or the new content, never half), or append to it. To change part of an existing file prefer file_edit.",
             Profile::Coding,
-            Hints {
-                read_only: false,
-                destructive: true,
-                // With `append` a second call adds the content again.
-                idempotent: false,
-            },
+            Scope::Sandbox,
+            // With `append` a second call adds the content again.
+            Hints::DESTRUCTIVE,
         ),
-        def::<EditArgs, EditOutput>(
+        ToolDef::new::<EditArgs, EditOutput>(
             "file_edit",
             "Edit file",
             "Replace an exact piece of text in a UTF-8 file with new text. `old_text` must match the file exactly (whitespace and indentation included) and be unique unless `replace_all` is set; read the file first.",
             Profile::Coding,
-            Hints {
-                read_only: false,
-                destructive: true,
-                idempotent: false,
-            },
+            Scope::Sandbox,
+            Hints::DESTRUCTIVE,
         ),
-        def::<DeleteArgs, DeleteOutput>(
+        ToolDef::new::<DeleteArgs, DeleteOutput>(
             "file_delete",
             "Delete file or directory",
             "Delete a file, symlink or directory. A directory that is not empty needs `recursive: true`, which removes everything in it.",
             Profile::Coding,
-            Hints {
-                read_only: false,
-                destructive: true,
-                idempotent: true,
-            },
+            Scope::Sandbox,
+            Hints::DESTRUCTIVE_IDEMPOTENT,
         ),
-        def::<MoveArgs, MoveOutput>(
+        ToolDef::new::<MoveArgs, MoveOutput>(
             "file_move",
             "Move or rename",
             "Move or rename a file or directory. An existing destination is only replaced with `overwrite: true`.",
             Profile::Coding,
-            Hints {
-                read_only: false,
-                destructive: true,
-                idempotent: false,
-            },
+            Scope::Sandbox,
+            Hints::DESTRUCTIVE,
         ),
-        def::<MkdirArgs, MkdirOutput>(
+        ToolDef::new::<MkdirArgs, MkdirOutput>(
             "make_directory",
             "Make directory",
             "Create a directory, with its missing parents by default (like mkdir -p). file_write creates parent directories itself, so this is only needed for empty directories.",
             Profile::Coding,
-            Hints {
-                read_only: false,
-                destructive: false,
-                idempotent: true,
-            },
+            Scope::Sandbox,
+            Hints::ADDITIVE_IDEMPOTENT,
         ),
-        def::<GrepArgs, GrepOutput>(
+        ToolDef::new::<GrepArgs, GrepOutput>(
             "grep",
             "Search file contents",
             "Search file contents under a directory for a regular expression (or a literal string), like ripgrep: one result per matching line with its line and column. Use glob to find files by name.",
             Profile::Coding,
-            READ,
+            Scope::Sandbox,
+            Hints::READ_ONLY,
         ),
     ]
 }
@@ -159,25 +141,6 @@ pub async fn call(
         "make_directory" => make_directory(ctx, parse(args)?).await,
         "grep" => grep(ctx, parse(args)?).await,
         _ => Err(ToolError::new(format!("tool not found: {name}"))),
-    }
-}
-
-fn def<A: JsonSchema + 'static, O: JsonSchema + 'static>(
-    name: &'static str,
-    title: &'static str,
-    description: &'static str,
-    profile: Profile,
-    hints: Hints,
-) -> ToolDef {
-    ToolDef {
-        name,
-        title,
-        description,
-        profile,
-        scope: Scope::Sandbox,
-        hints,
-        input: input_schema::<A>(),
-        output: output_schema::<O>(),
     }
 }
 

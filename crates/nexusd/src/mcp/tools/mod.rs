@@ -49,6 +49,39 @@ pub struct Hints {
     pub idempotent: bool,
 }
 
+impl Hints {
+    /// Changes nothing.
+    pub const READ_ONLY: Hints = Hints {
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+    };
+    /// Adds something new, overwriting nothing; a repeat adds again.
+    pub const ADDITIVE: Hints = Hints {
+        read_only: false,
+        destructive: false,
+        idempotent: false,
+    };
+    /// Adds something new, overwriting nothing; a repeat changes nothing more.
+    pub const ADDITIVE_IDEMPOTENT: Hints = Hints {
+        read_only: false,
+        destructive: false,
+        idempotent: true,
+    };
+    /// May remove or overwrite; a repeat may do so again.
+    pub const DESTRUCTIVE: Hints = Hints {
+        read_only: false,
+        destructive: true,
+        idempotent: false,
+    };
+    /// May remove or overwrite; a repeat changes nothing more.
+    pub const DESTRUCTIVE_IDEMPOTENT: Hints = Hints {
+        read_only: false,
+        destructive: true,
+        idempotent: true,
+    };
+}
+
 /// One tool of the catalog.
 #[derive(Debug)]
 pub struct ToolDef {
@@ -71,6 +104,27 @@ pub struct ToolDef {
 }
 
 impl ToolDef {
+    /// A tool whose arguments are `A` and whose structured result is `O`.
+    pub fn new<A: schemars::JsonSchema + 'static, O: schemars::JsonSchema + 'static>(
+        name: &'static str,
+        title: &'static str,
+        description: &'static str,
+        profile: Profile,
+        scope: Scope,
+        hints: Hints,
+    ) -> Self {
+        Self {
+            name,
+            title,
+            description,
+            profile,
+            scope,
+            hints,
+            input: input_schema::<A>(),
+            output: output_schema::<O>(),
+        }
+    }
+
     /// Whether a session with `binding` sees this tool.
     pub fn visible_to(&self, binding: &Binding) -> bool {
         self.profile <= binding.profile && !(self.scope == Scope::Host && binding.sandbox.is_some())

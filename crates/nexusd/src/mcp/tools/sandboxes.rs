@@ -9,86 +9,54 @@ use rmcp::model::JsonObject;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Hints, Scope, ToolCtx, ToolDef, ToolError, ToolOutput, input_schema, output_schema, parse,
-};
+use super::{Hints, Scope, ToolCtx, ToolDef, ToolError, ToolOutput, parse};
 use crate::http::convert;
 use crate::mcp::binding::Profile;
 
 /// The tools of this module.
 pub fn defs() -> Vec<ToolDef> {
     vec![
-        ToolDef {
-            name: "sandbox_create",
-            title: "Create a sandbox",
-            description: "Create and start a new sandbox: an isolated Linux computer with its own persistent /workspace. \
+        ToolDef::new::<CreateArgs, SandboxSummary>(
+            "sandbox_create",
+            "Create a sandbox",
+            "Create and start a new sandbox: an isolated Linux computer with its own persistent /workspace. \
 Returns its id and name; pass either as `sandbox` to the other tools. Network access is off unless allow rules are given.",
-            profile: Profile::Full,
-            scope: Scope::Host,
-            hints: Hints {
-                read_only: false,
-                destructive: false,
-                idempotent: false,
-            },
-            input: input_schema::<CreateArgs>(),
-            output: output_schema::<SandboxSummary>(),
-        },
-        ToolDef {
-            name: "sandbox_list",
-            title: "List sandboxes",
-            description: "List every sandbox with its id, name, state, image and workspace.",
-            profile: Profile::Full,
-            scope: Scope::Host,
-            hints: Hints {
-                read_only: true,
-                destructive: false,
-                idempotent: true,
-            },
-            input: input_schema::<ListArgs>(),
-            output: output_schema::<SandboxListing>(),
-        },
-        ToolDef {
-            name: "sandbox_delete",
-            title: "Delete a sandbox",
-            description: "Stop and delete a sandbox and everything running in it. Its workspace is deleted too unless keep_workspace is true.",
-            profile: Profile::Full,
-            scope: Scope::Host,
-            hints: Hints {
-                read_only: false,
-                destructive: true,
-                idempotent: false,
-            },
-            input: input_schema::<DeleteArgs>(),
-            output: output_schema::<Deleted>(),
-        },
-        ToolDef {
-            name: "sandbox_snapshot",
-            title: "Snapshot a sandbox's workspace",
-            description: "Save the current state of the sandbox's /workspace as a named snapshot, to fork from later or to roll back to.",
-            profile: Profile::Full,
-            scope: Scope::Sandbox,
-            hints: Hints {
-                read_only: false,
-                destructive: false,
-                idempotent: false,
-            },
-            input: input_schema::<SnapshotArgs>(),
-            output: output_schema::<SnapshotSummary>(),
-        },
-        ToolDef {
-            name: "sandbox_fork",
-            title: "Fork a sandbox",
-            description: "Start a new sandbox on a copy of an existing sandbox's /workspace (files only, not running processes), e.g. to try several approaches in parallel.",
-            profile: Profile::Full,
-            scope: Scope::Host,
-            hints: Hints {
-                read_only: false,
-                destructive: false,
-                idempotent: false,
-            },
-            input: input_schema::<ForkArgs>(),
-            output: output_schema::<SandboxSummary>(),
-        },
+            Profile::Full,
+            Scope::Host,
+            Hints::ADDITIVE,
+        ),
+        ToolDef::new::<ListArgs, SandboxListing>(
+            "sandbox_list",
+            "List sandboxes",
+            "List every sandbox with its id, name, state, image and workspace.",
+            Profile::Full,
+            Scope::Host,
+            Hints::READ_ONLY,
+        ),
+        ToolDef::new::<DeleteArgs, Deleted>(
+            "sandbox_delete",
+            "Delete a sandbox",
+            "Stop and delete a sandbox and everything running in it. Its workspace is deleted too unless keep_workspace is true.",
+            Profile::Full,
+            Scope::Host,
+            Hints::DESTRUCTIVE,
+        ),
+        ToolDef::new::<SnapshotArgs, SnapshotSummary>(
+            "sandbox_snapshot",
+            "Snapshot a sandbox's workspace",
+            "Save the current state of the sandbox's /workspace as a named snapshot, to fork from later or to roll back to.",
+            Profile::Full,
+            Scope::Sandbox,
+            Hints::ADDITIVE,
+        ),
+        ToolDef::new::<ForkArgs, SandboxSummary>(
+            "sandbox_fork",
+            "Fork a sandbox",
+            "Start a new sandbox on a copy of an existing sandbox's /workspace (files only, not running processes), e.g. to try several approaches in parallel.",
+            Profile::Full,
+            Scope::Host,
+            Hints::ADDITIVE,
+        ),
     ]
 }
 
