@@ -1,9 +1,10 @@
 //! `nexusctl fs cat|write|ls|stat|rm|mkdir|mv|cp|watch`: files of a running sandbox.
 //!
 //! `cat` and `write` stream raw bytes between stdout/stdin and the daemon. `cp` moves
-//! files and trees through the tar routes: an upload is the host path packed with the
-//! `tar` crate (symlinks kept as links), a download is unpacked with its `unpack`,
-//! which refuses entries that would land outside the destination.
+//! files and trees through the tar routes, streamed both ways so memory stays bounded
+//! whatever the size: an upload is the host path packed with the `tar` crate (symlinks
+//! kept as links) on a thread while it is sent, a download is unpacked as it arrives with
+//! its `unpack`, which refuses entries that would land outside the destination.
 
 use std::path::{Path, PathBuf};
 
@@ -218,25 +219,22 @@ fn location(text: &str) -> anyhow::Result<Location> {
 async fn copy(client: &Client, src: &str, dst: &str, out: Output) -> anyhow::Result<()> {
     match (location(src)?, location(dst)?) {
         (Location::Host(from), Location::Sandbox { sandbox, path }) => {
-            let tar = tokio::task::spawn_blocking(move || pack(&from))
-                .await
-                .context("packing task failed")??;
+            // Checked before the upload starts, so a bad path is an error, not an empty copy.
+            let name = archive_name(&from)?;
             let summary = client
-                .upload_archive(
-                    &sandbox,
-                    &path,
-                    futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(tar))]),
-                )
+                .upload_archive(&sandbox, &path, pack_stream(from, name))
                 .await?;
             if out.json { out.json(&summary) } else { Ok(()) }
         }
         (Location::Sandbox { sandbox, path }, Location::Host(to)) => {
-            let mut stream = client.download_archive(&sandbox, &path).await?;
-            let mut tar = Vec::new();
-            while let Some(chunk) = stream.next().await {
-                tar.extend_from_slice(&chunk.context("the download broke off")?);
-            }
-            tokio::task::spawn_blocking(move || unpack(&tar, &to))
+            let stream = client
+                .download_archive(&sandbox, &path)
+                .await?
+                .map(|chunk| chunk.map_err(std::io::Error::other));
+            // The tar is unpacked as it arrives, on a blocking thread reading the stream.
+            let reader =
+                tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+            tokio::task::spawn_blocking(move || unpack(reader, &to))
                 .await
                 .context("unpacking task failed")??;
             Ok(())
@@ -250,32 +248,100 @@ async fn copy(client: &Client, src: &str, dst: &str, out: Output) -> anyhow::Res
     }
 }
 
-/// A tar of a host file or tree, its entries named from its last component on.
-fn pack(from: &Path) -> anyhow::Result<Vec<u8>> {
+/// The name a host file or tree gets in the archive: its last component.
+fn archive_name(from: &Path) -> anyhow::Result<PathBuf> {
     let name = from
         .canonicalize()
         .with_context(|| format!("cannot read {}", from.display()))?
         .file_name()
         .map(PathBuf::from)
         .with_context(|| format!("{} has no name to copy under", from.display()))?;
-    let mut builder = tar::Builder::new(Vec::new());
+    Ok(name)
+}
+
+/// A tar of a host file or tree as a stream, packed on a thread of its own while the
+/// upload goes: memory stays bounded whatever the size. A packing failure ends the
+/// stream with an error, which makes the daemon abandon the upload.
+fn pack_stream(
+    from: PathBuf,
+    name: PathBuf,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        let mut writer = ChunkWriter {
+            tx: tx.clone(),
+            buffer: Vec::with_capacity(CHUNK),
+        };
+        let packed = pack(&from, &name, &mut writer).and_then(|()| {
+            writer
+                .send()
+                .map_err(|_| anyhow::anyhow!("the upload stopped"))
+        });
+        if let Err(e) = packed {
+            let _ = tx.blocking_send(Err(std::io::Error::other(format!("{e:#}"))));
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+/// Size of the chunks an upload is sent in.
+const CHUNK: usize = 256 * 1024;
+
+/// A `Write` that hands full chunks to the upload.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buffer: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(Ok(Bytes::from(chunk)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes a tar of a host file or tree, its entries named from `name` on, into `out`.
+fn pack(from: &Path, name: &Path, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
     let meta = fs_err::symlink_metadata(from)
         .with_context(|| format!("cannot read {}", from.display()))?;
     if meta.is_dir() {
         builder
-            .append_dir_all(&name, from)
+            .append_dir_all(name, from)
             .with_context(|| format!("cannot pack {}", from.display()))?;
     } else {
         builder
-            .append_path_with_name(from, &name)
+            .append_path_with_name(from, name)
             .with_context(|| format!("cannot pack {}", from.display()))?;
     }
-    Ok(builder.into_inner()?)
+    builder.finish().context("cannot finish the archive")?;
+    Ok(())
 }
 
-/// Unpacks a tar into `to` (created when missing).
-fn unpack(tar: &[u8], to: &Path) -> anyhow::Result<()> {
+/// Unpacks a tar read from `tar` into `to` (created when missing).
+fn unpack(tar: impl std::io::Read, to: &Path) -> anyhow::Result<()> {
     fs_err::create_dir_all(to)?;
     tar::Archive::new(tar)
         .unpack(to)

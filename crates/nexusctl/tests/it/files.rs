@@ -79,6 +79,11 @@ async fn files_go_in_and_out_through_the_command_line() {
     std::fs::create_dir_all(tree.join("sub")).expect("mkdir");
     std::fs::write(tree.join("top.txt"), "top").expect("write");
     std::fs::write(tree.join("sub").join("deep.bin"), [0u8, 1, 2, 255]).expect("write");
+    // Larger than one upload chunk, so the streamed tar crosses chunk boundaries.
+    let big: Vec<u8> = (0..700_001u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(tree.join("big.bin"), &big).expect("write");
     nxc(&[
         "fs",
         "cp",
@@ -117,6 +122,19 @@ async fn files_go_in_and_out_through_the_command_line() {
         std::fs::read_to_string(down.join("moved").join("top.txt")).expect("read"),
         "top"
     );
+    assert!(
+        std::fs::read(down.join("moved").join("big.bin")).expect("read") == big,
+        "the large file came back byte for byte"
+    );
+    nxc(&[
+        "fs",
+        "cp",
+        env.path("no-such-dir").to_str().expect("utf-8"),
+        "files:/workspace/up",
+    ])
+    .assert()
+    .failure()
+    .stderr(predicate::str::contains("cannot read"));
     nxc(&["fs", "rm", "files", "/workspace/moved"])
         .assert()
         .failure()
