@@ -71,6 +71,11 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// Top-level names that never come from the image: each gets its own mount.
 const RESERVED_TOP: &[&str] = &["proc", "dev", "tmp", "run", "workspace", "lost+found"];
 
+/// Top-level image entries bound after every other mount: nothing is mounted under them,
+/// and their many submounts would otherwise lengthen the mount table bwrap parses for
+/// each mount that follows.
+const DEFERRED_TOP: &[&str] = &["sys"];
+
 /// What a sandbox's bwrap invocation is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BwrapSpec {
@@ -258,6 +263,11 @@ pub fn build_args(spec: &BwrapSpec, fds: SpecFds) -> Result<Vec<OsString>, SpecE
     } else {
         &spec.root.entries[..]
     };
+    // `/sys` carries many submounts (a dozen cgroup hierarchies on a hybrid host), and
+    // bwrap re-reads the whole mount table for every later read-only bind and remount:
+    // binding it last, just before the root turns read-only, spares every other mount
+    // that cost (see `DEFERRED_TOP`).
+    let mut deferred: Vec<[OsString; 3]> = Vec::new();
     for entry in entries {
         let Some(name) = entry.name.to_str() else {
             // Non-UTF-8 top-level names do not occur in images; skip rather than guess.
@@ -276,7 +286,12 @@ pub fn build_args(spec: &BwrapSpec, fds: SpecFds) -> Result<Vec<OsString>, SpecE
             (EntryKind::Symlink(_), true) => {}
             (EntryKind::Dir | EntryKind::File, false) => {
                 let source = spec.root.path.join(name);
-                args.push_os(["--ro-bind".into(), source.into(), inside.into()]);
+                let bind = ["--ro-bind".into(), source.into(), inside.into()];
+                if DEFERRED_TOP.contains(&name) {
+                    deferred.push(bind);
+                } else {
+                    args.push_os(bind);
+                }
             }
             (EntryKind::Symlink(target), false) => {
                 args.push_os(["--symlink".into(), target.into(), inside.into()]);
@@ -350,6 +365,9 @@ pub fn build_args(spec: &BwrapSpec, fds: SpecFds) -> Result<Vec<OsString>, SpecE
     }
     for shadow in &shadows {
         args.push_os(["--remount-ro".into(), shadow.path.clone().into()]);
+    }
+    for bind in deferred {
+        args.push_os(bind);
     }
     args.push(["--remount-ro", "/run"]);
     if !spec.writable_root {
@@ -446,6 +464,7 @@ mod tests {
                     entry("proc", EntryKind::Dir),
                     entry("root", EntryKind::Dir),
                     entry("run", EntryKind::Dir),
+                    entry("sys", EntryKind::Dir),
                     entry("tmp", EntryKind::Dir),
                     entry("usr", EntryKind::Dir),
                     entry("var", EntryKind::Dir),
@@ -499,7 +518,8 @@ mod tests {
             "--perms 01777 --size 67108864 --tmpfs /tmp",
             "--perms 0755 --tmpfs /run --ro-bind /usr/lib/nexus/nexus-agent /run/nexus/agent",
             "--ro-bind /dev/null /etc/shadow --tmpfs /etc/ssh --remount-ro /etc/ssh --tmpfs /var/lib/nexus --remount-ro /var/lib/nexus",
-            "--bind /var/lib/nexus/workspaces/sb-1 /workspace --remount-ro /run --remount-ro /",
+            // `/sys` last: its submounts would lengthen every mount table bwrap reads.
+            "--bind /var/lib/nexus/workspaces/sb-1 /workspace --ro-bind /sys /sys --remount-ro /run --remount-ro /",
             "--seccomp 4 --info-fd 5 --chdir /workspace -- /run/nexus/agent --listen-fd 3",
         ]
         .join(" ");
@@ -616,7 +636,7 @@ mod tests {
             "--bind /var/lib/nexus/workspaces/sb-1 /workspace",
             "--ro-bind /var/lib/nexus/workspaces/a/trees/1 /mnt/data",
             "--ro-bind /var/lib/nexus/workspaces/b/trees/3 /workspace/ref",
-            "--remount-ro /mnt --remount-ro /run --remount-ro / --seccomp 4",
+            "--remount-ro /mnt --ro-bind /sys /sys --remount-ro /run --remount-ro / --seccomp 4",
         ]
         .join(" ");
         assert!(args.contains(&expected), "{args}");
