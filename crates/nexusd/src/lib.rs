@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod drivers;
+pub mod file_args;
 pub mod http;
 pub mod image_build;
 pub mod logging;

@@ -39,6 +39,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::json::ApiJson;
+use crate::file_args::{mode_bits, path_problem};
 use crate::state::AppState;
 
 /// `?path=` of the single-path routes.
@@ -778,26 +779,14 @@ fn check_path(path: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Why `path` can never name a file, if it cannot.
-fn path_problem(path: &str) -> Option<String> {
-    if path.is_empty() {
-        Some("the path is empty".into())
-    } else if path.contains('\0') {
-        Some(format!("the path {path:?} contains a NUL byte"))
-    } else {
-        None
-    }
-}
-
 /// Octal permission bits (`644`, `0644`, `0o644`) up to `7777`.
 fn parse_mode(mode: Option<&str>) -> Result<Option<u32>, ApiError> {
     let Some(text) = mode else {
         return Ok(None);
     };
-    let digits = text.strip_prefix("0o").unwrap_or(text);
-    match u32::from_str_radix(digits, 8) {
-        Ok(bits) if bits <= 0o7777 && !digits.is_empty() => Ok(Some(bits)),
-        _ => Err(ApiError::new(
+    match mode_bits(text) {
+        Some(bits) => Ok(Some(bits)),
+        None => Err(ApiError::new(
             ErrorCode::InvalidRequest,
             format!("mode {text:?} is not octal permission bits such as 644 or 0755"),
         )),

@@ -25,7 +25,7 @@ use rmcp::model::{JsonObject, ProgressNotificationParam};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Hints, Scope, ToolCtx, ToolDef, ToolError, ToolOutput, parse, service_error};
+use super::{Family, Hints, Scope, ToolCtx, ToolDef, ToolError, ToolOutput, parse, service_error};
 use crate::mcp::binding::Profile;
 use crate::mcp::compact::{STREAM_BUDGET, head_tail};
 
@@ -50,6 +50,7 @@ pub fn defs() -> Vec<ToolDef> {
 For servers and jobs longer than the timeout, set background: true and read the output later with process_output.",
             Profile::Execution,
             Scope::Sandbox,
+            Family::Commands,
             Hints::DESTRUCTIVE,
         ),
         ToolDef::new::<OutputArgs, CommandReport>(
@@ -59,6 +60,7 @@ For servers and jobs longer than the timeout, set background: true and read the 
 Pass back next_stdout_offset and next_stderr_offset to read only what is new; set wait_seconds to wait for it to finish.",
             Profile::Execution,
             Scope::Sandbox,
+            Family::Commands,
             Hints::READ_ONLY,
         ),
         ToolDef::new::<KillArgs, KillReport>(
@@ -67,6 +69,7 @@ Pass back next_stdout_offset and next_stderr_offset to read only what is new; se
             "Send a signal (KILL by default, or TERM, INT, HUP) to a background process and everything it started.",
             Profile::Execution,
             Scope::Sandbox,
+            Family::Commands,
             Hints::DESTRUCTIVE_IDEMPOTENT,
         ),
     ]

@@ -27,7 +27,7 @@ use self::text::{
     edit_refusal, kind_word, read_output, render_grep, render_listing, render_read, shown,
 };
 use super::{
-    Hints, Scope, ToolCtx, ToolDef, ToolError, ToolOutput, file_error, parse, service_error,
+    Family, Hints, Scope, ToolCtx, ToolDef, ToolError, ToolOutput, file_error, parse, service_error,
 };
 use crate::mcp::binding::Profile;
 
@@ -45,6 +45,7 @@ pub fn defs() -> Vec<ToolDef> {
             "Read a file in the sandbox. Text comes back as is, other bytes as base64; at most 256 KiB per call, so read long files in pages with `offset` (the result says where to continue).",
             Profile::Minimal,
             Scope::Sandbox,
+            Family::Files,
             Hints::READ_ONLY,
         ),
         ToolDef::new::<ListArgs, ListOutput>(
@@ -53,6 +54,7 @@ pub fn defs() -> Vec<ToolDef> {
             "List a directory's entries with type and size, optionally several levels deep. To find files by name pattern anywhere in a tree use glob instead.",
             Profile::Minimal,
             Scope::Sandbox,
+            Family::Files,
             Hints::READ_ONLY,
         ),
         ToolDef::new::<StatArgs, StatOutput>(
@@ -61,6 +63,7 @@ pub fn defs() -> Vec<ToolDef> {
             "Metadata of one path: type, size, permissions, owner, modification time, symlink target and SHA-256 of a regular file up to 64 MiB. Also the cheap way to check whether a path exists.",
             Profile::Minimal,
             Scope::Sandbox,
+            Family::Files,
             Hints::READ_ONLY,
         ),
         ToolDef::new::<GlobArgs, GlobOutput>(
@@ -69,6 +72,7 @@ pub fn defs() -> Vec<ToolDef> {
             "Find paths matching glob patterns such as `**/*.rs` under a directory, skipping what .gitignore excludes by default. Use grep to search file contents.",
             Profile::Minimal,
             Scope::Sandbox,
+            Family::Files,
             Hints::READ_ONLY,
         ),
         ToolDef::new::<WriteArgs, WriteOutput>(
@@ -77,6 +81,7 @@ pub fn defs() -> Vec<ToolDef> {
             "Create or replace a file with the given text (atomically: readers see the old or the new content, never half), or append to it. To change part of an existing file prefer file_edit.",
             Profile::Coding,
             Scope::Sandbox,
+            Family::Files,
             // With `append` a second call adds the content again.
             Hints::DESTRUCTIVE,
         ),
@@ -86,6 +91,7 @@ pub fn defs() -> Vec<ToolDef> {
             "Replace an exact piece of text in a UTF-8 file with new text. `old_text` must match the file exactly (whitespace and indentation included) and be unique unless `replace_all` is set; read the file first.",
             Profile::Coding,
             Scope::Sandbox,
+            Family::Files,
             Hints::DESTRUCTIVE,
         ),
         ToolDef::new::<DeleteArgs, DeleteOutput>(
@@ -94,6 +100,7 @@ pub fn defs() -> Vec<ToolDef> {
             "Delete a file, symlink or directory. A directory that is not empty needs `recursive: true`, which removes everything in it.",
             Profile::Coding,
             Scope::Sandbox,
+            Family::Files,
             Hints::DESTRUCTIVE_IDEMPOTENT,
         ),
         ToolDef::new::<MoveArgs, MoveOutput>(
@@ -102,6 +109,7 @@ pub fn defs() -> Vec<ToolDef> {
             "Move or rename a file or directory. An existing destination is only replaced with `overwrite: true`.",
             Profile::Coding,
             Scope::Sandbox,
+            Family::Files,
             Hints::DESTRUCTIVE,
         ),
         ToolDef::new::<MkdirArgs, MkdirOutput>(
@@ -110,6 +118,7 @@ pub fn defs() -> Vec<ToolDef> {
             "Create a directory, with its missing parents by default (like mkdir -p). file_write creates parent directories itself, so this is only needed for empty directories.",
             Profile::Coding,
             Scope::Sandbox,
+            Family::Files,
             Hints::ADDITIVE_IDEMPOTENT,
         ),
         ToolDef::new::<GrepArgs, GrepOutput>(
@@ -118,6 +127,7 @@ pub fn defs() -> Vec<ToolDef> {
             "Search file contents under a directory for a regular expression (or a literal string), like ripgrep: one result per matching line with its line and column. Use glob to find files by name.",
             Profile::Coding,
             Scope::Sandbox,
+            Family::Files,
             Hints::READ_ONLY,
         ),
     ]
@@ -515,16 +525,11 @@ async fn write(
 
 /// Refuses what can never be a path before bothering the agent.
 fn check_path(argument: &str, path: &str) -> Result<(), ToolError> {
-    if path.is_empty() {
-        Err(ToolError::new(format!(
-            "invalid argument `{argument}`: the path is empty"
-        )))
-    } else if path.contains('\0') {
-        Err(ToolError::new(format!(
-            "invalid argument `{argument}`: the path {path:?} contains a NUL byte"
-        )))
-    } else {
-        Ok(())
+    match crate::file_args::path_problem(path) {
+        Some(problem) => Err(ToolError::new(format!(
+            "invalid argument `{argument}`: {problem}"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -543,10 +548,9 @@ fn parse_mode(mode: Option<&str>) -> Result<Option<u32>, String> {
     let Some(text) = mode else {
         return Ok(None);
     };
-    let digits = text.strip_prefix("0o").unwrap_or(text);
-    match u32::from_str_radix(digits, 8) {
-        Ok(bits) if bits <= 0o7777 && !digits.is_empty() => Ok(Some(bits)),
-        _ => Err(format!(
+    match crate::file_args::mode_bits(text) {
+        Some(bits) => Ok(Some(bits)),
+        None => Err(format!(
             "{text:?} is not octal permission bits such as \"644\" or \"755\""
         )),
     }

@@ -38,6 +38,17 @@ pub enum Scope {
     Host,
 }
 
+/// Which module implements a tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `sandboxes`: lifecycle.
+    Sandboxes,
+    /// `commands`: commands and background processes.
+    Commands,
+    /// `files`: the file API.
+    Files,
+}
+
 /// Behaviour hints for clients, set honestly (`readOnlyHint`, `destructiveHint`, ...).
 #[derive(Debug, Clone, Copy)]
 pub struct Hints {
@@ -95,6 +106,8 @@ pub struct ToolDef {
     pub profile: Profile,
     /// Sandbox-bound or host-level.
     pub scope: Scope,
+    /// The module that runs it.
+    pub family: Family,
     /// Behaviour hints.
     pub hints: Hints,
     /// Arguments, without `sandbox`.
@@ -111,6 +124,7 @@ impl ToolDef {
         description: &'static str,
         profile: Profile,
         scope: Scope,
+        family: Family,
         hints: Hints,
     ) -> Self {
         Self {
@@ -119,6 +133,7 @@ impl ToolDef {
             description,
             profile,
             scope,
+            family,
             hints,
             input: input_schema::<A>(),
             output: output_schema::<O>(),
@@ -218,15 +233,10 @@ pub async fn call(
     ctx: &ToolCtx<'_>,
     args: JsonObject,
 ) -> Result<ToolOutput, ToolError> {
-    match def.scope {
-        Scope::Host => sandboxes::call(def.name, ctx, args).await,
-        Scope::Sandbox => match def.name {
-            "sandbox_snapshot" => sandboxes::call(def.name, ctx, args).await,
-            "run_command" | "process_output" | "process_kill" => {
-                commands::call(def.name, ctx, args).await
-            }
-            _ => files::call(def.name, ctx, args).await,
-        },
+    match def.family {
+        Family::Sandboxes => sandboxes::call(def.name, ctx, args).await,
+        Family::Commands => commands::call(def.name, ctx, args).await,
+        Family::Files => files::call(def.name, ctx, args).await,
     }
 }
 

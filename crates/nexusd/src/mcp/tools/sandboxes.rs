@@ -9,7 +9,7 @@ use rmcp::model::JsonObject;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Hints, Scope, ToolCtx, ToolDef, ToolError, ToolOutput, parse};
+use super::{Family, Hints, Scope, ToolCtx, ToolDef, ToolError, ToolOutput, parse};
 use crate::http::convert;
 use crate::mcp::binding::Profile;
 
@@ -23,6 +23,7 @@ pub fn defs() -> Vec<ToolDef> {
 Returns its id and name; pass either as `sandbox` to the other tools. Network access is off unless allow rules are given.",
             Profile::Full,
             Scope::Host,
+            Family::Sandboxes,
             Hints::ADDITIVE,
         ),
         ToolDef::new::<ListArgs, SandboxListing>(
@@ -31,6 +32,7 @@ Returns its id and name; pass either as `sandbox` to the other tools. Network ac
             "List every sandbox with its id, name, state, image and workspace.",
             Profile::Full,
             Scope::Host,
+            Family::Sandboxes,
             Hints::READ_ONLY,
         ),
         ToolDef::new::<DeleteArgs, Deleted>(
@@ -39,6 +41,7 @@ Returns its id and name; pass either as `sandbox` to the other tools. Network ac
             "Stop and delete a sandbox and everything running in it. Its workspace is deleted too unless keep_workspace is true.",
             Profile::Full,
             Scope::Host,
+            Family::Sandboxes,
             Hints::DESTRUCTIVE,
         ),
         ToolDef::new::<SnapshotArgs, SnapshotSummary>(
@@ -47,6 +50,7 @@ Returns its id and name; pass either as `sandbox` to the other tools. Network ac
             "Save the current state of the sandbox's /workspace as a named snapshot, to fork from later or to roll back to.",
             Profile::Full,
             Scope::Sandbox,
+            Family::Sandboxes,
             Hints::ADDITIVE,
         ),
         ToolDef::new::<ForkArgs, SandboxSummary>(
@@ -55,6 +59,7 @@ Returns its id and name; pass either as `sandbox` to the other tools. Network ac
             "Start a new sandbox on a copy of an existing sandbox's /workspace (files only, not running processes), e.g. to try several approaches in parallel.",
             Profile::Full,
             Scope::Host,
+            Family::Sandboxes,
             Hints::ADDITIVE,
         ),
     ]
