@@ -20,6 +20,11 @@
 //! - last, the read-only remounts of the shadows, `/run` and `/` (not recursive: the
 //!   binds keep their own flags).
 //!
+//! With a [`BwrapSpec::tree`] (a root daemon), the launcher has already assembled the
+//! root tmpfs, the image's entries, the masks and `/run` with the agent ([`plan_tree`]),
+//! and bwrap binds that tree read-only at `/` instead; the rest is the same, except that
+//! shadows take their entries from the tree, masks included.
+//!
 //! # Namespaces and privileges
 //!
 //! New user (uid/gid [`SANDBOX_UID`] inside, no further user namespaces:
@@ -46,6 +51,7 @@
 
 mod masks;
 mod mounts;
+mod tree;
 
 use std::ffi::OsString;
 use std::os::fd::RawFd;
@@ -56,6 +62,7 @@ pub use self::masks::{
     unreachable_ancestor,
 };
 pub use self::mounts::{ReadOnlyBind, ShadowDir, plan_shadows};
+pub use self::tree::{TreeOp, plan_tree};
 
 /// The uid sandboxed processes have inside their user namespace.
 pub const SANDBOX_UID: u32 = 1000;
@@ -108,6 +115,12 @@ pub struct BwrapSpec {
     /// the daemon's policy-proxy namespace, see `nexus_net::netns`) instead of making a
     /// new one with loopback only.
     pub joined_network: bool,
+    /// Where the launcher assembles the root before bwrap runs ([`plan_tree`]; needs a
+    /// root daemon): an empty directory the sandbox's host uid can reach, mounted over
+    /// only in the launcher's own mount namespace. bwrap then binds it read-only as `/`
+    /// instead of making the image's entries, the masks and `/run` itself. `None`:
+    /// bwrap makes everything. Ignored with [`BwrapSpec::writable_root`].
+    pub tree: Option<PathBuf>,
 }
 
 /// The file descriptors bwrap reads, as numbered in its process.
@@ -253,12 +266,16 @@ pub fn build_args(spec: &BwrapSpec, fds: SpecFds) -> Result<Vec<OsString>, SpecE
     }
 
     let masks = effective_masks(&spec.masks);
+    // The tree the launcher assembled holds the entries, the masks and `/run`.
+    let tree = spec.tree.as_ref().filter(|_| !spec.writable_root);
     if spec.writable_root {
         // Mount points bwrap needs are made in the layer, by the sandbox's own user,
         // who owns that root.
         args.push_os(["--bind".into(), spec.root.path.clone().into(), "/".into()]);
+    } else if let Some(tree) = tree {
+        args.push_os(["--ro-bind".into(), tree.into(), "/".into()]);
     }
-    let entries = if spec.writable_root {
+    let entries = if spec.writable_root || tree.is_some() {
         &[][..]
     } else {
         &spec.root.entries[..]
@@ -303,17 +320,19 @@ pub fn build_args(spec: &BwrapSpec, fds: SpecFds) -> Result<Vec<OsString>, SpecE
     args.push(["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev"]);
     args.push(["--perms", "01777", "--size", &size, "--tmpfs", "/dev/shm"]);
     args.push(["--perms", "01777", "--size", &size, "--tmpfs", "/tmp"]);
-    args.push(["--perms", "0755", "--tmpfs", "/run"]);
-    if let Some(agent) = &spec.agent {
-        args.push_os(["--ro-bind".into(), agent.into(), AGENT_PATH.into()]);
+    if tree.is_none() {
+        args.push(["--perms", "0755", "--tmpfs", "/run"]);
+        if let Some(agent) = &spec.agent {
+            args.push_os(["--ro-bind".into(), agent.into(), AGENT_PATH.into()]);
+        }
     }
 
     let mut shadows: Vec<&ShadowDir> = spec.shadows.iter().collect();
     shadows.sort_by(|a, b| a.path.cmp(&b.path));
     for shadow in &shadows {
-        let host = spec
-            .root
-            .path
+        // From the tree, the masks come along; from the image, they follow below.
+        let host = tree
+            .unwrap_or(&spec.root.path)
             .join(shadow.path.strip_prefix("/").unwrap_or(&shadow.path));
         args.push_os(["--tmpfs".into(), shadow.path.clone().into()]);
         for entry in &shadow.entries {
@@ -333,10 +352,10 @@ pub fn build_args(spec: &BwrapSpec, fds: SpecFds) -> Result<Vec<OsString>, SpecE
         }
     }
 
-    // Top-level masks were handled with the image's entries.
+    // Top-level masks were handled with the image's entries; with a tree, all of them.
     for mask in masks
         .iter()
-        .filter(|mask| mask.path().components().count() > 2)
+        .filter(|mask| tree.is_none() && mask.path().components().count() > 2)
     {
         match mask {
             Mask::EmptyDir(path) => {
@@ -369,9 +388,11 @@ pub fn build_args(spec: &BwrapSpec, fds: SpecFds) -> Result<Vec<OsString>, SpecE
     for bind in deferred {
         args.push_os(bind);
     }
-    args.push(["--remount-ro", "/run"]);
-    if !spec.writable_root {
-        args.push(["--remount-ro", "/"]);
+    if tree.is_none() {
+        args.push(["--remount-ro", "/run"]);
+        if !spec.writable_root {
+            args.push(["--remount-ro", "/"]);
+        }
     }
     args.push(["--seccomp", &fds.seccomp.to_string()]);
     if let Some(info) = fds.info {
@@ -489,6 +510,7 @@ mod tests {
             agent: Some("/usr/lib/nexus/nexus-agent".into()),
             writable_root: false,
             joined_network: false,
+            tree: None,
             command: BwrapSpec::agent_command(3, &[]),
         }
     }
@@ -524,6 +546,51 @@ mod tests {
         ]
         .join(" ");
         assert_eq!(render(&args), expected);
+    }
+
+    #[test]
+    fn host_image_with_a_tree_snapshot() {
+        let spec = BwrapSpec {
+            tree: Some("/var/lib/nexus/rootfs".into()),
+            ..spec()
+        };
+        let args = build_args(&spec, FDS).expect("valid");
+        let expected = [
+            "--unshare-user --disable-userns --uid 1000 --gid 1000",
+            "--unshare-pid --unshare-net --unshare-ipc --unshare-uts --unshare-cgroup --hostname sb-1",
+            "--cap-drop ALL --new-session --as-pid-1",
+            "--clearenv --setenv LANG C.UTF-8 --setenv PATH /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --setenv HOME /workspace",
+            // Entries, masks, `/run` and the agent are in the tree.
+            "--ro-bind /var/lib/nexus/rootfs /",
+            "--proc /proc --dev /dev --remount-ro /dev --perms 01777 --size 67108864 --tmpfs /dev/shm",
+            "--perms 01777 --size 67108864 --tmpfs /tmp",
+            "--bind /var/lib/nexus/workspaces/sb-1 /workspace",
+            "--seccomp 4 --info-fd 5 --chdir /workspace -- /run/nexus/agent --listen-fd 3",
+        ]
+        .join(" ");
+        assert_eq!(render(&args), expected);
+    }
+
+    #[test]
+    fn shadows_come_from_the_tree_so_the_masks_come_along() {
+        let spec = BwrapSpec {
+            tree: Some("/t".into()),
+            read_only: vec![ReadOnlyBind {
+                source: "/src".into(),
+                target: "/etc/ref".into(),
+            }],
+            shadows: vec![ShadowDir {
+                path: "/etc".into(),
+                entries: vec![entry("shadow", EntryKind::File)],
+            }],
+            ..spec()
+        };
+        let rendered = render(&build_args(&spec, FDS).expect("valid"));
+        assert!(
+            rendered.contains("--tmpfs /etc --ro-bind /t/etc/shadow /etc/shadow"),
+            "{rendered}"
+        );
+        assert!(!rendered.contains("--ro-bind /dev/null"), "{rendered}");
     }
 
     #[test]

@@ -219,6 +219,17 @@ impl BwrapDriver {
             } else {
                 plan_shadows(&root, &masks, &targets).map_err(|e| e.to_string())?
             };
+            // A root daemon assembles the root before bwrap runs, which spares bwrap most
+            // of its mounts (see `plan_tree`); an image layer is one bind already.
+            let tree = match (user, root_kind) {
+                (HostUser::Dedicated(_), RootKind::Host | RootKind::ImageReadOnly) => Some(
+                    self.config
+                        .layout
+                        .ensure_root_tree()
+                        .map_err(|e| format!("cannot create the root tree mount point: {e}"))?,
+                ),
+                _ => None,
+            };
             let network = self.network_for(sandbox, user)?;
             let limits = &sandbox.spec.limits;
             let spec = BwrapSpec {
@@ -241,6 +252,7 @@ impl BwrapDriver {
                 ),
                 writable_root: root_kind == RootKind::ImageLayer,
                 joined_network: network.is_some(),
+                tree,
             };
             spec.validate().map_err(|e| e.to_string())?;
             let setup = self

@@ -42,6 +42,19 @@ impl Layout {
         self.sandbox_data(id).join("workspace")
     }
 
+    /// Where each launcher assembles its sandbox's root, in its own mount namespace
+    /// (see [`crate::bwrap::plan_tree`]): an empty directory (mode 0755) that the host
+    /// never sees anything mounted on. Created if missing.
+    pub fn ensure_root_tree(&self) -> std::io::Result<PathBuf> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = self.data_dir.join("rootfs");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&path)?;
+        Ok(path)
+    }
+
     /// Creates the workspace (mode 0700) if missing. Its parent is made traversable
     /// (0711, not listable), because bwrap runs as the sandbox's own host uid and must
     /// reach the workspace it then owns.

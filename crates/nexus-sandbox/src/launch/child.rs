@@ -14,8 +14,14 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 
+use super::tree::RawTreeOp;
+
 /// The first descriptor number used for staging, above every fixed target.
 const STAGING_FLOOR: RawFd = 10;
+/// A failure report: stage, errno, tree step.
+const REPORT_LEN: usize = 7;
+/// The tree step of a report about any other stage.
+const REPORT_NO_STEP: u16 = u16::MAX;
 
 /// What the child does before becoming bwrap.
 #[derive(Debug)]
@@ -41,6 +47,9 @@ pub(super) struct ChildSetup {
     /// A network namespace to join (as root, before dropping to `user`); bwrap then keeps
     /// it. The descriptor stays the parent's (close-on-exec).
     pub netns: Option<RawFd>,
+    /// The root tree to assemble in a private mount namespace, as root, after joining the
+    /// network namespace (see [`super::tree`]); empty: none, the daemon's namespace.
+    pub tree: Vec<RawTreeOp>,
 }
 
 /// Which step of the child failed, with `errno`.
@@ -50,6 +59,8 @@ pub(super) struct SpawnFailure {
     pub stage: Stage,
     /// `errno` of the failing call.
     pub errno: Errno,
+    /// For [`Stage::Root`], the index of the tree step that failed.
+    pub step: Option<usize>,
 }
 
 /// The steps of the child, in order.
@@ -63,6 +74,8 @@ pub(super) enum Stage {
     Cgroup,
     /// Joining the network namespace.
     Network,
+    /// Assembling the root tree.
+    Root,
     /// Placing file descriptors.
     Descriptors,
     /// Dropping to the host uid.
@@ -79,6 +92,7 @@ impl Stage {
             Stage::Session => "start a new session",
             Stage::Cgroup => "join the sandbox cgroup",
             Stage::Network => "join the sandbox's network namespace",
+            Stage::Root => "assemble the sandbox's root",
             Stage::Descriptors => "set up file descriptors",
             Stage::Credentials => "switch to the sandbox's host uid",
             Stage::Exec => "execute bwrap",
@@ -95,6 +109,7 @@ impl Stage {
             Stage::Session,
             Stage::Cgroup,
             Stage::Network,
+            Stage::Root,
             Stage::Descriptors,
             Stage::Credentials,
             Stage::Exec,
@@ -111,6 +126,7 @@ pub(super) fn spawn(setup: ChildSetup) -> Result<libc::pid_t, SpawnFailure> {
     let prepare = |errno| SpawnFailure {
         stage: Stage::Prepare,
         errno,
+        step: None,
     };
     // Stage every descriptor above the fixed targets so no dup2 clobbers another. The
     // originals are closed here: a leftover write end of the report pipe would keep
@@ -142,6 +158,7 @@ pub(super) fn spawn(setup: ChildSetup) -> Result<libc::pid_t, SpawnFailure> {
         user: setup.user,
         groups: &setup.groups,
         netns: setup.netns,
+        tree: &setup.tree,
         report: report_write.as_raw_fd(),
     };
 
@@ -178,6 +195,7 @@ struct Child<'a> {
     user: Option<u32>,
     groups: &'a [libc::gid_t],
     netns: Option<RawFd>,
+    tree: &'a [RawTreeOp],
     report: RawFd,
 }
 
@@ -211,6 +229,11 @@ impl Child<'_> {
             if unsafe { libc::setns(netns, libc::CLONE_NEWNET) } < 0 {
                 self.fail(Stage::Network);
             }
+        }
+        if !self.tree.is_empty()
+            && let Err((step, errno)) = super::tree::assemble(self.tree)
+        {
+            self.fail_with(Stage::Root, errno as i32, step);
         }
         let standard = [(self.stdin, 0), (self.output, 1), (self.output, 2)];
         for &(source, target) in standard.iter().chain(self.placements) {
@@ -279,10 +302,16 @@ impl Child<'_> {
 
     /// Reports `stage` and errno to the parent, and exits.
     fn fail(&self, stage: Stage) -> ! {
-        let errno = Errno::last_raw();
-        let mut message = [0u8; 5];
+        self.fail_with(stage, Errno::last_raw(), usize::from(REPORT_NO_STEP))
+    }
+
+    /// Reports `stage`, `errno` and the failing tree `step` to the parent, and exits.
+    fn fail_with(&self, stage: Stage, errno: i32, step: usize) -> ! {
+        let step = u16::try_from(step).unwrap_or(REPORT_NO_STEP);
+        let mut message = [0u8; REPORT_LEN];
         message[0] = stage.code();
-        message[1..].copy_from_slice(&errno.to_ne_bytes());
+        message[1..5].copy_from_slice(&errno.to_ne_bytes());
+        message[5..].copy_from_slice(&step.to_ne_bytes());
         // SAFETY: see `run`; _exit does not run atexit handlers or flush stdio.
         unsafe {
             libc::write(self.report, message.as_ptr().cast(), message.len());
@@ -312,7 +341,7 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
 
 /// `None` when the pipe closed empty (exec succeeded), else the child's failure.
 fn read_report(pipe: &OwnedFd) -> Option<SpawnFailure> {
-    let mut message = [0u8; 5];
+    let mut message = [0u8; REPORT_LEN];
     let mut filled = 0;
     while filled < message.len() {
         match nix::unistd::read(pipe, &mut message[filled..]) {
@@ -323,6 +352,7 @@ fn read_report(pipe: &OwnedFd) -> Option<SpawnFailure> {
                 return Some(SpawnFailure {
                     stage: Stage::Prepare,
                     errno,
+                    step: None,
                 });
             }
         }
@@ -332,6 +362,9 @@ fn read_report(pipe: &OwnedFd) -> Option<SpawnFailure> {
         errno: Errno::from_raw(i32::from_ne_bytes([
             message[1], message[2], message[3], message[4],
         ])),
+        step: Some(u16::from_ne_bytes([message[5], message[6]]))
+            .filter(|step| *step != REPORT_NO_STEP)
+            .map(usize::from),
     })
 }
 
@@ -369,6 +402,7 @@ mod tests {
             user: None,
             groups: Vec::new(),
             netns: None,
+            tree: Vec::new(),
         })
         .expect("spawns");
         let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).expect("wait");
@@ -395,13 +429,15 @@ mod tests {
             user: None,
             groups: Vec::new(),
             netns: None,
+            tree: Vec::new(),
         })
         .expect_err("no such program");
         assert_eq!(
             failure,
             SpawnFailure {
                 stage: Stage::Exec,
-                errno: Errno::ENOENT
+                errno: Errno::ENOENT,
+                step: None,
             }
         );
     }
@@ -419,6 +455,7 @@ mod tests {
             user: None,
             groups: Vec::new(),
             netns: None,
+            tree: Vec::new(),
         })
         .expect_err("cannot join");
         assert_eq!(failure.stage, Stage::Cgroup);

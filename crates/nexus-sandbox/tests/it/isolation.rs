@@ -1,5 +1,6 @@
 //! What sandboxed code can see and do: uid, files, processes, network, privileges.
 
+use nexus_sandbox::bwrap::ReadOnlyBind;
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -70,44 +71,62 @@ fn host_secrets_nexus_files_and_other_workspaces_are_masked() {
         std::fs::Permissions::from_mode(0o644),
     )
     .expect("chmod");
+    // A read-only bind into /etc makes /etc a shadow directory: its entries are bound
+    // again, and the masks in it must survive that.
+    let shared = h.workspace("shared");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 
     let script = format!(
         "cat {token} 2>&1; cat {other}/private.txt 2>&1; \
          ls -A /root; echo root_rc=$?; echo home=[$(ls -A /home)]; \
          cat /etc/shadow 2>&1; stat -c 'shadow=%F' /etc/shadow; \
-         echo ssh=[$(ls -A /etc/ssh)]; echo run=[$(ls -A /run)]; echo own=$(cat /workspace/mine)",
+         echo ssh=[$(ls -A /etc/ssh)]; echo run=[$(ls -A /run)]; echo own=$(cat /workspace/mine); \
+         test -d /etc/nexus-ref && echo shadowed",
         token = token.display(),
         other = other.display(),
     );
-    let options = Options {
-        extra_masks: vec![secret_dir.clone()],
-        ..Options::default()
-    };
-    let (id, _) = h.ids();
-    let workspace = h.workspace(&id);
-    std::fs::write(workspace.join("mine"), "visible").expect("write");
-    let finished = h.run(
-        &script,
-        &Options {
-            workspace: Some(workspace),
-            ..options
-        },
-    );
-    let log = finished.log;
-    assert!(!log.contains("NEXUS-TOKEN-123"), "{log}");
-    assert!(!log.contains("OTHER-SANDBOX-DATA"), "{log}");
-    assert!(log.contains("\nroot_rc=0\n"), "/root lists, empty: {log}");
-    assert!(log.contains("home=[]"), "{log}");
-    assert!(
-        log.contains("shadow=character special file"),
-        "/dev/null over it: {log}"
-    );
-    assert!(log.contains("ssh=[]"), "{log}");
-    assert!(log.contains("run=[]"), "nothing of the host's /run: {log}");
-    assert!(
-        log.contains("own=visible"),
-        "the workspace is bound after the masks: {log}"
-    );
+    // Both ways of making the root: bwrap alone, and the launcher's tree (a root daemon).
+    for tree in [None, Some(h.root_tree())] {
+        let (id, _) = h.ids();
+        let workspace = h.workspace(&id);
+        std::fs::write(workspace.join("mine"), "visible").expect("write");
+        let finished = h.run(
+            &script,
+            &Options {
+                extra_masks: vec![secret_dir.clone()],
+                workspace: Some(workspace),
+                read_only: vec![ReadOnlyBind {
+                    source: shared.clone(),
+                    target: "/etc/nexus-ref".into(),
+                }],
+                tree: tree.clone(),
+                ..Options::default()
+            },
+        );
+        let log = finished.log;
+        let mode = if tree.is_some() { "tree" } else { "bwrap" };
+        assert!(log.contains("shadowed"), "{mode}: {log}");
+        assert!(!log.contains("NEXUS-TOKEN-123"), "{mode}: {log}");
+        assert!(!log.contains("OTHER-SANDBOX-DATA"), "{mode}: {log}");
+        assert!(
+            log.contains("\nroot_rc=0\n"),
+            "{mode}: /root lists, empty: {log}"
+        );
+        assert!(log.contains("home=[]"), "{mode}: {log}");
+        assert!(
+            log.contains("shadow=character special file"),
+            "{mode}: /dev/null over it: {log}"
+        );
+        assert!(log.contains("ssh=[]"), "{mode}: {log}");
+        assert!(
+            log.contains("run=[]"),
+            "{mode}: nothing of the host's /run: {log}"
+        );
+        assert!(
+            log.contains("own=visible"),
+            "{mode}: the workspace is bound after the masks: {log}"
+        );
+    }
 }
 
 /// Fails without the read-only root, the `--remount-ro` of masks, /run and /dev, or
@@ -121,10 +140,18 @@ fn writes_succeed_only_in_workspace_and_tmp() {
                     if touch $d/nexus-probe 2>/dev/null; then echo WROTE $d; fi; done; \
                   touch /workspace/ok && echo workspace-ok; touch /tmp/ok && echo tmp-ok; \
                   touch /dev/shm/ok && echo shm-ok";
-    let finished = h.run(script, &Options::default());
-    assert!(!finished.log.contains("WROTE"), "{}", finished.log);
-    for ok in ["workspace-ok", "tmp-ok", "shm-ok"] {
-        assert!(finished.log.contains(ok), "{}", finished.log);
+    for tree in [None, Some(h.root_tree())] {
+        let finished = h.run(
+            script,
+            &Options {
+                tree,
+                ..Options::default()
+            },
+        );
+        assert!(!finished.log.contains("WROTE"), "{}", finished.log);
+        for ok in ["workspace-ok", "tmp-ok", "shm-ok"] {
+            assert!(finished.log.contains(ok), "{}", finished.log);
+        }
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Options {
     pub uid: Option<u32>,
     /// Supplementary groups of the sandbox's host user.
     pub groups: Vec<u32>,
+    /// Where the launcher assembles the root (`BwrapSpec::tree`); `None`: bwrap does.
+    pub tree: Option<PathBuf>,
 }
 
 /// A launched sandbox, destroyed on drop.
@@ -109,6 +111,14 @@ impl Harness {
         })
     }
 
+    /// The mount point of launcher-assembled roots (`BwrapSpec::tree`), as a root daemon
+    /// has it in its data directory.
+    pub fn root_tree(&self) -> PathBuf {
+        let path = self.dir.path().join("data/rootfs");
+        std::fs::create_dir_all(&path).expect("mkdir rootfs");
+        path
+    }
+
     /// A fresh workspace directory under `data/workspaces`.
     pub fn workspace(&self, name: &str) -> PathBuf {
         let path = self.dir.path().join("data/workspaces").join(name);
@@ -150,6 +160,7 @@ impl Harness {
             agent: None,
             writable_root: false,
             joined_network: false,
+            tree: options.tree.clone(),
             command: vec!["/bin/sh".into(), "-c".into(), script.into()],
         }
     }

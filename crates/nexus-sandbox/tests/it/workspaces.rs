@@ -215,46 +215,51 @@ fn a_read_only_mount_of_another_workspace_is_readable_through_its_group_and_neve
         (echo x > /mnt/data/new) 2> write-err; (echo x >> /mnt/data/data.txt) 2>> write-err; \
         (mkdir /workspace/ref/d) 2>> write-err; (touch /data/sub/x) 2>> write-err; \
         (touch /mnt/other) 2>> write-err; ls -A /mnt > listing";
-    let options = Options {
-        read_only: read_only.clone(),
-        groups: groups.clone(),
-        ..on_tree(&b, ub)
-    };
-    let run = h.run(script, &options);
-    assert_eq!(run.code, 0, "{}", run.log);
-    let read = |name: &str| std::fs::read_to_string(b.join(name)).expect(name);
-    assert_eq!(read("read"), "from-a\ndeep\nfrom-a\n");
-    assert_eq!(
-        read("groups"),
-        "1000 65534\n",
-        "A's group is unmapped inside"
-    );
-    let errors = read("write-err");
-    assert_eq!(errors.lines().count(), 5, "{errors}");
-    for line in errors.lines() {
-        assert!(
-            line.contains("Read-only file system") || line.contains("Permission denied"),
-            "{line}"
+    // Both ways of making the root: bwrap alone, and the launcher's tree (a root daemon),
+    // where `/data` is a mount point the tree must provide.
+    for tree in [None, Some(h.root_tree())] {
+        let options = Options {
+            read_only: read_only.clone(),
+            groups: groups.clone(),
+            tree: tree.clone(),
+            ..on_tree(&b, ub)
+        };
+        let run = h.run(script, &options);
+        assert_eq!(run.code, 0, "{}", run.log);
+        let read = |name: &str| std::fs::read_to_string(b.join(name)).expect(name);
+        assert_eq!(read("read"), "from-a\ndeep\nfrom-a\n");
+        assert_eq!(
+            read("groups"),
+            "1000 65534\n",
+            "A's group is unmapped inside"
         );
+        let errors = read("write-err");
+        assert_eq!(errors.lines().count(), 5, "{errors}");
+        for line in errors.lines() {
+            assert!(
+                line.contains("Read-only file system") || line.contains("Permission denied"),
+                "{line}"
+            );
+        }
+        assert!(!a.join("new").exists() && !a.join("d").exists());
+        assert_eq!(
+            std::fs::read_to_string(a.join("data.txt")).expect("a"),
+            "from-a\n"
+        );
+        // /mnt is the host's, seen through the shadow, plus the mount point; the host's
+        // own /mnt is untouched. The mount point under /workspace is made in B's tree.
+        let mut expected: Vec<String> = std::fs::read_dir("/mnt")
+            .expect("/mnt")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .chain(["data".to_owned()])
+            .collect();
+        expected.sort();
+        let mut listed: Vec<String> = read("listing").lines().map(str::to_owned).collect();
+        listed.sort();
+        assert_eq!(listed, expected);
+        assert!(!Path::new("/mnt/data").exists());
+        assert!(b.join("ref").is_dir());
     }
-    assert!(!a.join("new").exists() && !a.join("d").exists());
-    assert_eq!(
-        std::fs::read_to_string(a.join("data.txt")).expect("a"),
-        "from-a\n"
-    );
-    // /mnt is the host's, seen through the shadow, plus the mount point; the host's
-    // own /mnt is untouched. The mount point under /workspace is made in B's tree.
-    let mut expected: Vec<String> = std::fs::read_dir("/mnt")
-        .expect("/mnt")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .chain(["data".to_owned()])
-        .collect();
-    expected.sort();
-    let mut listed: Vec<String> = read("listing").lines().map(str::to_owned).collect();
-    listed.sort();
-    assert_eq!(listed, expected);
-    assert!(!Path::new("/mnt/data").exists());
-    assert!(b.join("ref").is_dir());
 
     // The same mount without the group: A's tree (0750) cannot even be entered.
     let options = Options {
