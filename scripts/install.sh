@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 BIN_DIR="${NEXUS_BIN_DIR:-$HOME/.local/bin}"
 
 apt_install "${RUNTIME_PACKAGES[@]}" "${BUILD_PACKAGES[@]}"
+# The build bundles the web console's xterm.js from its npm package (crates/nexusd/build.rs).
+command -v npm >/dev/null || apt_install nodejs npm
 ensure_rust
 
 log "building nexusd, nexusctl and nexus-agent (release)"

@@ -5,8 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-# curl and openssl are what the egress tests run inside sandboxes and serve HTTPS with.
-apt_install "${RUNTIME_PACKAGES[@]}" "${BUILD_PACKAGES[@]}" curl openssl
+# curl and openssl are what the egress tests run inside sandboxes and serve HTTPS with;
+# tmux drives `nexusctl attach` as a terminal would.
+apt_install "${RUNTIME_PACKAGES[@]}" "${BUILD_PACKAGES[@]}" curl openssl tmux
+# npm fetches xterm.js for the web console at build time (crates/nexusd/build.rs); Chromium
+# runs the console's browser test. A node that came with its own npm is kept.
+command -v npm >/dev/null || apt_install nodejs npm
+apt_install chromium
 ensure_rust
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"
@@ -21,3 +26,5 @@ log "cargo nextest run"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
 log "MCP conformance suite (2025-11-25 and 2026-07-28 requirement sets)"
 scripts/mcp-conformance.sh target/debug/nexusd
+log "web console in headless Chromium (playwright-core)"
+scripts/console-test.sh target/debug/nexusd

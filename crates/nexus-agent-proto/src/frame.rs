@@ -51,6 +51,9 @@ pub enum FrameType {
     /// (v2) Client → agent, `u64 BE offset | bytes` of a write or tar-upload body; spends
     /// the credit the agent grants with CREDIT frames. No bytes = the end of the body.
     Upload = 0x0c,
+    /// (v3) Client → agent, `u64 BE terminal id | bytes` to write to a terminal session's
+    /// input; opens the channel like a request and is answered by one RESPONSE.
+    TermInput = 0x0d,
     /// Either way, channel 0, JSON [`crate::ConnectionError`]: a fatal error; the sender
     /// closes the connection after it.
     Error = 0x0f,
@@ -72,6 +75,7 @@ impl FrameType {
             0x0a => Self::Cancel,
             0x0b => Self::FileData,
             0x0c => Self::Upload,
+            0x0d => Self::TermInput,
             0x0f => Self::Error,
             _ => return None,
         })
@@ -113,8 +117,8 @@ impl Frame {
         })
     }
 
-    /// A data frame (`Stdout`, `Stderr`, `Stdin`, `FileData`, `Upload`): a big-endian
-    /// `u64` then the bytes.
+    /// A data frame (`Stdout`, `Stderr`, `Stdin`, `FileData`, `Upload`, `TermInput`): a
+    /// big-endian `u64` then the bytes.
     pub fn data(kind: FrameType, channel: u32, head: u64, bytes: &[u8]) -> Self {
         let mut payload = BytesMut::with_capacity(8 + bytes.len());
         payload.put_u64(head);
@@ -332,6 +336,25 @@ mod tests {
         let mut buf = BytesMut::from(&[0u8, 0, 0, 4, 0x01, 0, 0, 0][..]);
         let err = FrameCodec::new().decode(&mut buf).unwrap_err();
         assert!(matches!(err, ProtoError::FrameTooShort { len: 4 }), "{err}");
+    }
+
+    #[test]
+    fn terminal_input_is_a_data_frame_with_the_session_id() {
+        let buf = encode(Frame::data(FrameType::TermInput, 9, 2, b"ls\r"));
+        assert_eq!(
+            &buf[..],
+            &[
+                0, 0, 0, 16, 0x0d, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 2, b'l', b's', b'\r'
+            ],
+            "length | TERM_INPUT | channel | terminal id | bytes"
+        );
+        let mut buf = buf;
+        let frame = FrameCodec::new().decode(&mut buf).unwrap().unwrap();
+        assert_eq!(frame.kind, FrameType::TermInput);
+        assert_eq!(
+            frame.split_data().unwrap(),
+            (2, Bytes::from_static(b"ls\r"))
+        );
     }
 
     #[test]

@@ -15,13 +15,16 @@ use crate::{
 };
 
 /// The newest protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The oldest protocol version this build speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
 /// The first version with the file API (`fs_*` operations, FILE_DATA and UPLOAD frames).
 pub const FS_PROTOCOL_VERSION: u16 = 2;
+
+/// The first version with terminal sessions (the `term_*` operations, TERM_INPUT frames).
+pub const TERMINAL_PROTOCOL_VERSION: u16 = 3;
 
 /// The versions this build speaks.
 pub const SUPPORTED_VERSIONS: RangeInclusive<u16> = MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION;

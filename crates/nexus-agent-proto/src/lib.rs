@@ -12,7 +12,8 @@
 //! - [`AgentClient`]: the host side, many concurrent operations on one connection,
 //!   output streams with credit-based flow control ([`OutputStream`]), file reads and tar
 //!   downloads ([`ByteStream`]), uploads with agent-granted credit, watches
-//!   ([`WatchStream`]).
+//!   ([`WatchStream`]), terminal sessions ([`TerminalStream`]);
+//! - [`terminal`]: the messages of terminal sessions (version 3) and their value types.
 //!
 //! The agent's side of the operations lives in the `nexus-agent` crate, which uses the
 //! frame codec, the messages and [`handshake::accept_handshake`] from here.
@@ -25,6 +26,8 @@ mod fs_stream;
 pub mod handshake;
 pub mod messages;
 mod stream;
+mod term_stream;
+pub mod terminal;
 
 pub use client::{
     AgentClient, ClientOptions, DEFAULT_FILE_WINDOW, DEFAULT_OUTPUT_WINDOW, ProcessHandle,
@@ -34,6 +37,7 @@ pub use frame::{CONTROL_CHANNEL, Frame, FrameCodec, FrameType, MAX_DATA_CHUNK, M
 pub use fs_stream::{ByteStream, WatchStream};
 pub use handshake::{
     FS_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, SUPPORTED_VERSIONS,
+    TERMINAL_PROTOCOL_VERSION,
 };
 pub use messages::{
     AgentInfo, Attach, ConnectionError, DEFAULT_MAX_OUTPUT_BYTES, ErrorCode, Event, ExecRequest,
@@ -41,3 +45,5 @@ pub use messages::{
     Response, StreamKind, TerminateReport,
 };
 pub use stream::{CompletedProcess, OutputEvent, OutputStream};
+pub use term_stream::{TermEvent, TerminalStream};
+pub use terminal::{TermExit, TermSize, TerminalId, TerminalInfo};

@@ -12,6 +12,9 @@ use crate::fs::{
     ReadRequest, RemoveRequest, RemoveSummary, StatRequest, StatResult, TarDownloadRequest,
     TarUploadRequest, TreeSummary, WatchEvent, WatchRequest, WriteRequest, WriteResult,
 };
+use crate::terminal::{
+    TermAttachRequest, TermCloseRequest, TermExit, TermOpenRequest, TermResizeRequest, TerminalInfo,
+};
 
 /// The default cap on a process's recorded output (stdout and stderr together), as in the
 /// deployment guide.
@@ -315,6 +318,19 @@ pub enum Request {
     FsTarUpload(TarUploadRequest),
     /// (v2) [`Event::FsWatching`], then [`Event::FsChange`]s until CANCEL.
     FsWatch(WatchRequest),
+    /// (v3) Start a login shell on a new pseudo-terminal. Answered by
+    /// [`Response::TermOpened`].
+    TermOpen(TermOpenRequest),
+    /// (v3) [`Event::TermAttached`], the kept output then live output in STDOUT frames
+    /// (flow-controlled by CREDIT), ended by [`Response::TermExited`].
+    TermAttach(TermAttachRequest),
+    /// (v3) Change a session's size. Answered by [`Response::Done`].
+    TermResize(TermResizeRequest),
+    /// (v3) End a session (SIGHUP, SIGKILL after the grace) and forget it. Answered by
+    /// [`Response::TermExited`].
+    TermClose(TermCloseRequest),
+    /// (v3) Answered by [`Response::Terminals`].
+    TermList,
 }
 
 impl Request {
@@ -330,6 +346,11 @@ impl Request {
             | Self::List
             | Self::Forget { .. }
             | Self::TerminateAll { .. } => 1,
+            Self::TermOpen(_)
+            | Self::TermAttach(_)
+            | Self::TermResize(_)
+            | Self::TermClose(_)
+            | Self::TermList => 3,
             _ => 2,
         }
     }
@@ -408,6 +429,21 @@ pub enum Response {
     FsGlobbed(GlobResult),
     /// (v2) To [`Request::FsGrep`].
     FsGrepped(GrepResult),
+    /// (v3) To [`Request::TermOpen`].
+    TermOpened {
+        /// The new session.
+        terminal: TerminalInfo,
+    },
+    /// (v3) To [`Request::TermList`].
+    Terminals {
+        /// Every session the agent knows, oldest first.
+        terminals: Vec<TerminalInfo>,
+    },
+    /// (v3) To [`Request::TermClose`], and the end of a terminal's output stream.
+    TermExited {
+        /// How the shell ended.
+        exit: TermExit,
+    },
     /// The operation failed; the connection is still fine.
     Error {
         /// Stable code.
@@ -449,6 +485,11 @@ pub enum Event {
     FsChange {
         /// What changed.
         change: WatchEvent,
+    },
+    /// (v3) A terminal output stream is attached; output follows.
+    TermAttached {
+        /// The session, as it is now.
+        terminal: TerminalInfo,
     },
 }
 
@@ -499,6 +540,8 @@ pub enum ErrorCode {
     /// (v2) A batch item not run because an earlier one failed (`stop_on_error`), or an
     /// upload the client abandoned.
     Cancelled,
+    /// (v3) No terminal session with that id (never existed, or closed).
+    UnknownTerminal,
     /// A code this version does not know (sent by a newer peer).
     #[serde(other)]
     Unknown,

@@ -11,7 +11,7 @@ use futures::{SinkExt, StreamExt};
 use nexus_agent_proto::handshake::accept_handshake;
 use nexus_agent_proto::{
     CONTROL_CHANNEL, ConnectionError, ErrorCode, FS_PROTOCOL_VERSION, Frame, FrameCodec, FrameType,
-    ProtoError, Request, Response, SUPPORTED_VERSIONS,
+    ProtoError, Request, Response, SUPPORTED_VERSIONS, TERMINAL_PROTOCOL_VERSION, TerminalId,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -127,7 +127,12 @@ fn route(
 ) -> Result<(), ProtoError> {
     let channel = frame.channel;
     match frame.kind {
-        FrameType::Request | FrameType::Stdin => {
+        FrameType::TermInput if version < TERMINAL_PROTOCOL_VERSION => {
+            return Err(ProtoError::Protocol(format!(
+                "TERM_INPUT frames need protocol version {TERMINAL_PROTOCOL_VERSION}, this connection speaks {version}"
+            )));
+        }
+        FrameType::Request | FrameType::Stdin | FrameType::TermInput => {
             if channel == CONTROL_CHANNEL {
                 return Err(ProtoError::Protocol("operation on channel 0".into()));
             }
@@ -217,6 +222,17 @@ type Parsed = (
 /// Parses an operation frame; a malformed one, or one the connection's protocol
 /// `version` does not have, is refused on its channel only.
 fn parse_op(frame: Frame, version: u16) -> Result<Parsed, String> {
+    if frame.kind == FrameType::TermInput {
+        let (id, bytes) = frame.split_data().map_err(|e| e.to_string())?;
+        return Ok((
+            ops::Op::TermInput {
+                id: TerminalId(id),
+                bytes,
+            },
+            None,
+            None,
+        ));
+    }
     if frame.kind == FrameType::Stdin {
         let (id, bytes) = frame.split_data().map_err(|e| e.to_string())?;
         return Ok((
@@ -247,6 +263,7 @@ fn parse_op(frame: Frame, version: u16) -> Result<Parsed, String> {
         } => Some(attach.credit),
         Request::FsRead(read) => Some(read.credit),
         Request::FsTarDownload(download) => Some(download.credit),
+        Request::TermAttach(attach) => Some(attach.credit),
         _ => None,
     };
     let credit = credit.map(|c| Arc::new(Credit::new(c)));

@@ -6,7 +6,8 @@
 //! Module map: [`args`] (flags), [`init`] (non-dumpable, subreaper, ignored signals,
 //! close-on-exec), [`listen`] (the socket), [`conn`] (one connection: routing frames to
 //! operations), [`ops`] (the operations and output streams), [`procs`] (the process table,
-//! spawning, pumps, reaping rule), [`reaper`] (the SIGCHLD loop), [`log`].
+//! spawning, pumps, reaping rule), [`terms`] (terminal sessions: login shells on
+//! pseudo-terminals), [`reaper`] (the SIGCHLD loop), [`log`].
 
 mod args;
 mod conn;
@@ -17,6 +18,7 @@ mod log;
 mod ops;
 mod procs;
 mod reaper;
+mod terms;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -37,6 +39,8 @@ use crate::procs::{Table, TableConfig};
 pub struct Agent {
     /// The processes.
     pub table: Arc<Table>,
+    /// The terminal sessions.
+    pub terminals: Arc<terms::Terminals>,
     /// When the agent started.
     pub started: Instant,
     facts: InitFacts,
@@ -127,6 +131,7 @@ async fn serve(config: Config, facts: InitFacts) -> anyhow::Result<()> {
     let sigchld = signal(SignalKind::child()).context("handling SIGCHLD")?;
     tokio::spawn(reaper::run(Arc::clone(&table), sigchld));
     let agent = Arc::new(Agent {
+        terminals: terms::Terminals::new(Arc::clone(&table)),
         table,
         started: Instant::now(),
         facts,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use nexus_agent_proto::{
     ErrorCode, Event, ExitInfo, Frame, FrameType, MAX_DATA_CHUNK, Pong, ProcessId, Request,
-    Response, StreamKind,
+    Response, StreamKind, TerminalId,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
@@ -35,6 +35,13 @@ pub enum Op {
         /// Which process.
         id: ProcessId,
         /// What to write.
+        bytes: Bytes,
+    },
+    /// (v3) A TERM_INPUT frame.
+    TermInput {
+        /// Which terminal session.
+        id: TerminalId,
+        /// What to type.
         bytes: Bytes,
     },
 }
@@ -69,8 +76,14 @@ impl Credit {
         self.granted.notify_one();
     }
 
-    fn available(&self) -> usize {
+    /// Bytes that may be sent now.
+    pub fn available(&self) -> usize {
         usize::try_from(*self.lock()).unwrap_or(usize::MAX)
+    }
+
+    /// Waits for the next grant (one that came since the last wait counts).
+    pub async fn granted(&self) {
+        self.granted.notified().await;
     }
 
     /// Waits until some credit is available; returns how much.
@@ -127,6 +140,9 @@ async fn execute(
             return crate::fs::execute(agent, tx, channel, request, None, Some(body)).await;
         }
         Op::WriteStdin { id, bytes } => return write_stdin(&*table.get(id)?, &bytes).await,
+        Op::TermInput { id, bytes } => {
+            return agent.terminals.get(id)?.write_input(&bytes).await;
+        }
     };
     Ok(match request {
         Request::Ping => Response::Pong {
@@ -206,6 +222,13 @@ async fn execute(
                 .map_err(|err| Refusal::new(ErrorCode::Internal, err.to_string()))?;
             Response::Terminated { report }
         }
+        request @ (Request::TermOpen(_)
+        | Request::TermAttach(_)
+        | Request::TermResize(_)
+        | Request::TermClose(_)
+        | Request::TermList) => {
+            return crate::terms::execute(agent, tx, channel, request, credit).await;
+        }
         request => return crate::fs::execute(agent, tx, channel, request, credit, None).await,
     })
 }
@@ -239,7 +262,8 @@ fn stdin_closed(id: ProcessId) -> Refusal {
     )
 }
 
-async fn send(tx: &FrameSender, frame: Frame) -> Result<(), Refusal> {
+/// Queues `frame` for the client; fails once the connection is gone.
+pub async fn send(tx: &FrameSender, frame: Frame) -> Result<(), Refusal> {
     tx.send(frame)
         .await
         .map_err(|_| Refusal::new(ErrorCode::Internal, "connection closed"))

@@ -60,6 +60,8 @@ pub enum ErrorCode {
     ProcessNotFound,
     /// 409: the process is not in a state that allows this (e.g. stdin already closed).
     ProcessStateConflict,
+    /// 404: the sandbox has no terminal session with this id (never existed, or closed).
+    TerminalNotFound,
     /// 409: the sandbox is paused; resume it first.
     SandboxPaused,
     /// 422: the requested driver or image cannot work on this host; `nexusctl doctor` says why.
@@ -138,6 +140,7 @@ impl ErrorCode {
             Self::ImageBuildFailed => "image_build_failed",
             Self::ProcessNotFound => "process_not_found",
             Self::ProcessStateConflict => "process_state_conflict",
+            Self::TerminalNotFound => "terminal_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -156,6 +159,7 @@ impl ErrorCode {
             Self::NotFound
             | Self::SandboxNotFound
             | Self::ProcessNotFound
+            | Self::TerminalNotFound
             | Self::FileNotFound
             | Self::WorkspaceNotFound
             | Self::SnapshotNotFound

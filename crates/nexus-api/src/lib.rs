@@ -10,7 +10,9 @@ pub mod image;
 pub mod network;
 pub mod process;
 pub mod sandbox;
+pub mod stats;
 pub mod system;
+pub mod terminal;
 pub mod workspace;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
@@ -24,7 +26,9 @@ pub use sandbox::{
     CreateSandboxRequest, IsolationReport, LimitReport, LimitsBody, MountBody, SandboxInfo,
     SandboxList, SandboxUsage,
 };
+pub use stats::SandboxStats;
 pub use system::{DaemonPaths, DaemonStatus, DatabaseHealth, DatabaseStatus, Health, HealthStatus};
+pub use terminal::{CreateTerminalRequest, TerminalInfo, TerminalList};
 pub use workspace::{
     CreateSnapshotRequest, CreateWorkspaceRequest, ForkSandboxRequest, ForkWorkspaceRequest,
     RestoreRequest, SnapshotInfo, SnapshotList, WorkspaceInfo, WorkspaceList, WorkspaceUser,

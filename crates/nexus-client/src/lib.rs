@@ -3,6 +3,8 @@
 mod files;
 mod images;
 mod network;
+mod stats;
+mod terminals;
 mod workspaces;
 
 use std::time::Duration;

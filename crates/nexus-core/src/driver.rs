@@ -88,19 +88,35 @@ pub struct LimitEnforcement {
     pub detail: String,
 }
 
-/// Resource usage of a sandbox, from its cgroups.
+/// Resource usage of a sandbox, from its cgroups; `None` where the host cannot tell.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     /// Memory in use, bytes.
     pub memory_current: Option<u64>,
     /// Peak memory, bytes.
     pub memory_peak: Option<u64>,
+    /// The memory limit in force, bytes; `None` also when unlimited.
+    pub memory_limit: Option<u64>,
     /// OOM kills so far.
     pub oom_kills: Option<u64>,
     /// Processes and threads.
     pub pids_current: Option<u64>,
+    /// The process limit in force; `None` also when unlimited.
+    pub pids_limit: Option<u64>,
     /// CPU time used, microseconds.
     pub cpu_usage_usec: Option<u64>,
+    /// CPU time in user mode, microseconds.
+    pub cpu_user_usec: Option<u64>,
+    /// CPU time in the kernel, microseconds.
+    pub cpu_system_usec: Option<u64>,
+    /// Bytes read from block devices.
+    pub io_read_bytes: Option<u64>,
+    /// Bytes written to block devices.
+    pub io_write_bytes: Option<u64>,
+    /// Read operations on block devices.
+    pub io_read_ops: Option<u64>,
+    /// Write operations on block devices.
+    pub io_write_ops: Option<u64>,
 }
 
 /// Why a driver could not do what was asked.

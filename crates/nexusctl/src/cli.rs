@@ -49,6 +49,8 @@ pub enum Command {
     Sandbox(SandboxCommand),
     /// Run a command in a running sandbox, streaming its output; exits with its exit code.
     Exec(ExecArgs),
+    /// Open an interactive shell in a running sandbox (detach with Ctrl-P Ctrl-Q).
+    Attach(AttachArgs),
     /// Create a throwaway sandbox, run a command in it, delete it; exits with its exit code.
     Run(Box<RunArgs>),
     /// Background processes in a sandbox: start, list, logs, wait, kill.
@@ -147,11 +149,29 @@ pub enum SandboxCommand {
         #[arg(long)]
         keep_workspace: bool,
     },
+    /// Show a running sandbox's CPU, memory, processes and I/O (--watch to follow them).
+    Stats(StatsArgs),
     /// Show a sandbox's network policy, or change it: a list given replaces the old one,
     /// a list not given is kept.
     Network(NetworkArgs),
     /// Print a sandbox's connection attempts (the network log), oldest first.
     Netlog(NetlogArgs),
+}
+
+/// `nexusctl sandbox stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Sandbox name or id.
+    pub sandbox: String,
+    /// Redraw every --interval until Ctrl-C; with --json, print one JSON line per sample.
+    #[arg(long, short)]
+    pub watch: bool,
+    /// Time between the two samples CPU % is computed from, and between redraws.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1s")]
+    pub interval: std::time::Duration,
+    /// With --watch, stop after N samples.
+    #[arg(long, value_name = "N", requires = "watch", value_parser = parse_limit)]
+    pub count: Option<u64>,
 }
 
 /// `nexusctl sandbox network`.
@@ -379,6 +399,21 @@ pub struct ExecArgs {
     pub env: Vec<(String, String)>,
     #[command(flatten)]
     pub command: CommandArgs,
+}
+
+/// `nexusctl attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Sandbox name or id.
+    pub sandbox: String,
+    /// Re-attach to this terminal session (its recent screen is replayed) instead of
+    /// opening a new shell.
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+    /// The keys that detach, leaving the shell running: comma-separated `ctrl-<letter>`
+    /// or single characters; empty to never detach.
+    #[arg(long, value_name = "KEYS", default_value = crate::commands::attach::DEFAULT_DETACH_KEYS)]
+    pub detach_keys: String,
 }
 
 /// `nexusctl run`.

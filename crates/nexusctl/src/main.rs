@@ -60,6 +60,7 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<()> {
             commands::sandbox::run(&connect(&cli.global)?, command, out).await
         }
         Command::Exec(args) => commands::exec::exec(&connect(&cli.global)?, args, out).await,
+        Command::Attach(args) => commands::attach::run(&connect(&cli.global)?, args).await,
         Command::Run(args) => commands::exec::run(&connect(&cli.global)?, *args, out).await,
         Command::Process(command) => {
             commands::process::run(&connect(&cli.global)?, command, out).await

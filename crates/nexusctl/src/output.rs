@@ -27,6 +27,13 @@ impl Output {
         self.text(&text)
     }
 
+    /// Prints a value as one line of compact JSON (a stream of samples, one per line).
+    pub fn json_line<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
+        let mut text = serde_json::to_string(value)?;
+        text.push('\n');
+        self.text(&text)
+    }
+
     /// Prints text as is.
     pub fn text(&self, text: &str) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout().lock();
@@ -37,6 +44,18 @@ impl Output {
             // A closed pipe (`nexusctl ... | head`) is not an error worth reporting.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
             other => Ok(other?),
+        }
+    }
+
+    /// Prints text in place of the previous screen on a terminal (a live view such as
+    /// `sandbox stats --watch`); elsewhere, as the next block after a blank line.
+    pub fn redraw(&self, text: &str, first: bool) -> anyhow::Result<()> {
+        if std::io::stdout().is_terminal() {
+            self.text(&format!("\x1b[H\x1b[2J{text}"))
+        } else if first {
+            self.text(text)
+        } else {
+            self.text(&format!("\n{text}"))
         }
     }
 

@@ -46,6 +46,37 @@ pub struct Config {
     pub network: NetworkConfig,
     /// The MCP endpoint: scoped tokens, accepted hosts and origins, conformance fixtures.
     pub mcp: McpConfig,
+    /// `/metrics`: how many sandboxes get series of their own.
+    pub metrics: MetricsConfig,
+}
+
+/// The `metrics` section, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Running or paused sandboxes that get per-sandbox series in `/metrics` (the oldest
+    /// first); the rest are counted in `nexus_sandbox_series_omitted`. Bounds the
+    /// scrape's label cardinality whatever the number of sandboxes.
+    pub max_sandboxes: usize,
+}
+
+/// The default of `metrics.max_sandboxes`.
+pub const DEFAULT_METRICS_MAX_SANDBOXES: usize = 1000;
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            max_sandboxes: DEFAULT_METRICS_MAX_SANDBOXES,
+        }
+    }
+}
+
+/// The `metrics` section of `nexus.yaml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMetrics {
+    /// Running or paused sandboxes with series of their own in `/metrics`; `0` for none
+    /// [default: 1000].
+    pub max_sandboxes: Option<usize>,
 }
 
 /// The `mcp` section, checked.
@@ -261,6 +292,9 @@ pub struct FileConfig {
     /// The MCP endpoint.
     #[serde(default)]
     pub mcp: FileMcp,
+    /// Prometheus metrics at `/metrics`.
+    #[serde(default)]
+    pub metrics: FileMetrics,
 }
 
 /// The default grace period at shutdown (as in the deployment guide's `shutdown_timeout`).
@@ -325,6 +359,12 @@ impl Config {
             },
             network: file.network.check()?,
             mcp: file.mcp.check()?,
+            metrics: MetricsConfig {
+                max_sandboxes: file
+                    .metrics
+                    .max_sandboxes
+                    .unwrap_or(DEFAULT_METRICS_MAX_SANDBOXES),
+            },
         })
     }
 }
@@ -464,6 +504,18 @@ mod tests {
         assert_eq!(cfg.listen, Some("127.0.0.1:9700".parse().expect("addr")));
         assert_eq!(cfg.shutdown_timeout, Some(Duration::from_secs(5)));
         assert_eq!(cfg.log_format, Some(LogFormat::Json));
+    }
+
+    #[test]
+    fn the_metrics_cap_is_read_and_its_keys_checked() {
+        let cfg = parse_file_config("metrics:\n  max_sandboxes: 5\n").expect("valid");
+        assert_eq!(cfg.metrics.max_sandboxes, Some(5));
+        let err = parse_file_config("metrics:\n  max_sandbox: 5\n").expect_err("typo");
+        assert!(err.contains("max_sandbox"), "{err}");
+        assert_eq!(
+            MetricsConfig::default().max_sandboxes,
+            DEFAULT_METRICS_MAX_SANDBOXES
+        );
     }
 
     #[test]

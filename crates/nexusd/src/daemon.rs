@@ -75,7 +75,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
     let images = tokio::task::spawn_blocking(move || crate::storage::DiskImages::open(&data_dir))
         .await
         .context("the image-storage-opening task panicked")??;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new().with_max_sandboxes(config.metrics.max_sandboxes));
     let netlog = Arc::new(NetLog::new(
         config.network.log,
         Some(metrics.egress_counter()),

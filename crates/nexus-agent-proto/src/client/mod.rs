@@ -4,6 +4,7 @@
 
 mod fs;
 mod routing;
+mod terminal;
 
 use std::ops::RangeInclusive;
 use std::sync::Arc;

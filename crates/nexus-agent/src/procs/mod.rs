@@ -7,10 +7,12 @@
 //! `fork` until the new pid is registered. So a child that exits at once is reaped only
 //! after it is known, and its status reaches its record; any pid not registered is an
 //! orphan. Nothing else (no `std::process::Child::wait`, no `tokio::process`) waits.
+//! Terminal sessions' shells are leaders too ([`Leader::Terminal`], started through
+//! [`Table::start_leader`]), so the same rule covers them.
 
 mod process;
 pub mod ring;
-mod spawn;
+pub mod spawn;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -23,6 +25,45 @@ use nexus_agent_proto::{
 };
 
 pub use process::{LeaderExit, Process};
+
+use crate::terms::Terminal;
+
+/// A process-group leader the agent started and has not reaped yet.
+#[derive(Clone, Debug)]
+pub enum Leader {
+    /// A command started by `exec`.
+    Process(Arc<Process>),
+    /// The shell of a terminal session.
+    Terminal(Arc<Terminal>),
+}
+
+impl Leader {
+    /// Its pid, also its process group id.
+    pub fn pid(&self) -> i32 {
+        match self {
+            Self::Process(process) => process.pid,
+            Self::Terminal(terminal) => terminal.pid,
+        }
+    }
+
+    fn exited(&self, exit: LeaderExit) {
+        match self {
+            Self::Process(process) => process.leader_exited(exit),
+            Self::Terminal(terminal) => terminal.leader_exited(exit),
+        }
+    }
+
+    async fn wait(&self) {
+        match self {
+            Self::Process(process) => {
+                process.wait().await;
+            }
+            Self::Terminal(terminal) => {
+                terminal.wait().await;
+            }
+        }
+    }
+}
 
 /// Settings of the process table.
 #[derive(Clone, Debug)]
@@ -72,8 +113,8 @@ pub struct Table {
 struct Inner {
     /// All records, by id (ids grow, so this is also the start order).
     processes: BTreeMap<ProcessId, Arc<Process>>,
-    /// Records whose leader has not been reaped yet, by pid.
-    leaders: HashMap<i32, Arc<Process>>,
+    /// Leaders not reaped yet, by pid.
+    leaders: HashMap<i32, Leader>,
 }
 
 impl Table {
@@ -118,7 +159,9 @@ impl Table {
             started.stdin,
         ));
         inner.processes.insert(id, Arc::clone(&process));
-        inner.leaders.insert(started.pid, Arc::clone(&process));
+        inner
+            .leaders
+            .insert(started.pid, Leader::Process(Arc::clone(&process)));
         drop(inner);
         tracing::info!(%id, pid = started.pid, argv = ?request.argv, "started");
 
@@ -140,6 +183,19 @@ impl Table {
         Ok((process, reader))
     }
 
+    /// Runs `start` (which forks) with the table locked and registers the leader it
+    /// returns before the lock is released, so the reaper cannot collect that child
+    /// before it is known (the reaping rule above).
+    pub fn start_leader<T>(
+        &self,
+        start: impl FnOnce() -> Result<(Leader, T), Refusal>,
+    ) -> Result<T, Refusal> {
+        let mut inner = self.lock();
+        let (leader, value) = start()?;
+        inner.leaders.insert(leader.pid(), leader);
+        Ok(value)
+    }
+
     /// Reaps every child that has exited: statuses of our leaders go to their records,
     /// orphans are just collected.
     pub fn reap(&self) {
@@ -151,9 +207,9 @@ impl Table {
             if pid > 0 {
                 let exit = LeaderExit::from_raw(status, Instant::now());
                 match inner.leaders.remove(&pid) {
-                    Some(process) => {
-                        tracing::debug!(id = %process.id, pid, ?exit, "leader reaped");
-                        process.leader_exited(exit);
+                    Some(leader) => {
+                        tracing::debug!(pid, ?exit, "leader reaped");
+                        leader.exited(exit);
                     }
                     None => tracing::debug!(pid, "reaped an orphan"),
                 }
@@ -176,15 +232,21 @@ impl Table {
     /// Sends `signal` to the process group of `process` if its leader has not been reaped
     /// (so the group id cannot belong to anyone else yet). Returns whether it was sent.
     pub fn signal_group(&self, process: &Process, signal: i32) -> bool {
+        self.signal_leader_group(process.pid, signal)
+    }
+
+    /// Sends `signal` to the process group led by `pid` if that leader is ours and not
+    /// reaped yet. Returns whether it was sent.
+    pub fn signal_leader_group(&self, pid: i32, signal: i32) -> bool {
         let inner = self.lock();
-        if !inner.leaders.contains_key(&process.pid) {
+        if !inner.leaders.contains_key(&pid) {
             return false;
         }
         // SAFETY: kill has no memory-safety preconditions.
-        let rc = unsafe { libc::kill(-process.pid, signal) };
+        let rc = unsafe { libc::kill(-pid, signal) };
         drop(inner);
         if rc != 0 {
-            tracing::debug!(id = %process.id, signal, error = %std::io::Error::last_os_error(), "kill failed");
+            tracing::debug!(pid, signal, error = %std::io::Error::last_os_error(), "kill failed");
         }
         rc == 0
     }
@@ -243,27 +305,33 @@ impl Table {
     /// SIGTERMs every running process group, SIGKILLs those whose leader is still alive
     /// after `grace`, and waits (bounded) until all of them have exited.
     pub async fn terminate_all(&self, grace: Duration) -> TerminateReport {
-        let targets: Vec<Arc<Process>> = self.lock().leaders.values().cloned().collect();
+        let targets: Vec<Leader> = self.lock().leaders.values().cloned().collect();
         let mut report = TerminateReport::default();
-        for process in &targets {
-            if self.signal_group(process, libc::SIGTERM) {
+        for leader in &targets {
+            if self.signal_leader_group(leader.pid(), libc::SIGTERM) {
                 report.signalled += 1;
             }
+            // An interactive shell ignores SIGTERM; a hangup is what ends a terminal's.
+            if let Leader::Terminal(_) = leader {
+                self.signal_leader_group(leader.pid(), libc::SIGHUP);
+            }
         }
-        let leaders_gone = |targets: &[Arc<Process>]| {
+        let leaders_gone = |targets: &[Leader]| {
             let inner = self.lock();
-            targets.iter().all(|p| !inner.leaders.contains_key(&p.pid))
+            targets
+                .iter()
+                .all(|l| !inner.leaders.contains_key(&l.pid()))
         };
         let deadline = Instant::now() + grace;
         while !leaders_gone(&targets) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        for process in &targets {
-            if self.signal_group(process, libc::SIGKILL) {
+        for leader in &targets {
+            if self.signal_leader_group(leader.pid(), libc::SIGKILL) {
                 report.killed += 1;
             }
         }
-        let waits = targets.iter().map(|p| p.wait());
+        let waits = targets.iter().map(Leader::wait);
         let limit = self.config.linger + Duration::from_secs(10);
         if tokio::time::timeout(limit, futures::future::join_all(waits))
             .await

@@ -708,5 +708,5 @@ async fn file_operations_need_protocol_version_2() {
     assert_eq!(code, ErrorCode::BadRequest);
     assert!(message.contains("needs protocol version 2"), "{message}");
     let (_, info) = fx.agent.connect_info().await;
-    assert_eq!(info.protocol_version, 2);
+    assert_eq!(info.protocol_version, nexus_agent_proto::PROTOCOL_VERSION);
 }

@@ -8,3 +8,4 @@ mod harness;
 mod init;
 mod protocol;
 mod streams;
+mod terminal;

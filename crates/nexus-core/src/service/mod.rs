@@ -28,6 +28,8 @@ use network::validate_network;
 mod network_tests;
 mod pause;
 mod processes;
+mod stats;
+mod terminals;
 #[cfg(test)]
 mod tests;
 mod workspaces;
@@ -35,6 +37,8 @@ mod workspaces;
 mod workspaces_tests;
 
 pub use images::{BuildImage, BuildPlan, ImageView, ImportImage};
+pub use stats::{LiveStats, StatsSample};
+pub use terminals::{AttachedTerminal, TERMINAL_CLOSE_GRACE};
 pub use workspaces::{CreateWorkspace, WorkspaceView};
 
 /// The built-in image: the host's own `/`, read-only.

@@ -28,6 +28,7 @@ pub struct FakeDriver {
     mounts: Mutex<HashMap<SandboxId, SandboxMounts>>,
     calls: Mutex<Vec<String>>,
     terminations: Arc<Mutex<HashMap<SandboxId, usize>>>,
+    usage: Mutex<Usage>,
 }
 
 impl FakeDriver {
@@ -39,6 +40,11 @@ impl FakeDriver {
     /// Makes `check_available` fail (or succeed again).
     pub fn set_unavailable(&self, unavailable: bool) {
         self.unavailable.store(unavailable, Ordering::SeqCst);
+    }
+
+    /// What `usage` answers for every sandbox from now on.
+    pub fn set_usage(&self, usage: Usage) {
+        *self.usage.lock().expect("fake lock") = usage;
     }
 
     /// Kills a sandbox behind the service's back.
@@ -151,7 +157,7 @@ impl Driver for FakeDriver {
     }
 
     async fn usage(&self, _runtime: &str) -> Usage {
-        Usage::default()
+        *self.usage.lock().expect("fake lock")
     }
 
     async fn set_paused(

@@ -148,6 +148,31 @@ pub fn probe() -> Result<CgroupReport, ProbeError> {
     Ok(probe_from(&mountinfo, &own))
 }
 
+/// This process's cgroup in the v1 hierarchy that carries `controller` (`cpuacct`,
+/// `blkio`, ...), when one is mounted, located and writable. Sandboxes join such
+/// accounting-only hierarchies so their CPU time and I/O can be read where those are not
+/// on a limit controller's hierarchy.
+pub fn v1_cgroup(controller: &str) -> Option<PathBuf> {
+    let mountinfo = read_file("/proc/self/mountinfo").ok()?;
+    let own = read_file("/proc/self/cgroup").ok()?;
+    v1_cgroup_from(&mountinfo, &own, controller)
+}
+
+/// [`v1_cgroup`] over given `mountinfo` and `/proc/self/cgroup` texts.
+fn v1_cgroup_from(mountinfo: &str, self_cgroup: &str, controller: &str) -> Option<PathBuf> {
+    let mounts = parse::parse_mountinfo(mountinfo);
+    let candidates: Vec<&CgroupMount> = mounts
+        .iter()
+        .filter(|m| m.kind.has_v1_controller(controller))
+        .collect();
+    let own = parse::parse_proc_cgroup(self_cgroup);
+    let own = own
+        .iter()
+        .find(|m| m.controllers.iter().any(|c| c == controller))?;
+    let (_, dir) = locate(&candidates, &own.path)?;
+    writable(&dir).is_ok().then_some(dir)
+}
+
 /// The probe over given `mountinfo` and `/proc/self/cgroup` texts; it reads the cgroup
 /// files under the mount points they name.
 fn probe_from(mountinfo: &str, self_cgroup: &str) -> CgroupReport {
@@ -440,6 +465,35 @@ mod tests {
         let freezer = report.controller(Controller::Freezer);
         assert_eq!(freezer.hierarchy, Some(Hierarchy::V2));
         assert_eq!(freezer.problem, Some(ControllerProblem::FreezeUnsupported));
+    }
+
+    #[test]
+    fn v1_accounting_hierarchies_are_located() {
+        let fake = Fake::new();
+        fake.mkdir("cpuacct");
+        fake.mkdir("blkio/x");
+        let mountinfo = [
+            fake.mount("/", "cpu", "cgroup", "rw,cpu"),
+            fake.mount("/", "cpuacct", "cgroup", "rw,cpuacct"),
+            fake.mount("/", "blkio", "cgroup", "rw,blkio"),
+            fake.mount("/", "unified", "cgroup2", "rw"),
+        ]
+        .concat();
+        let own = "7:blkio:/x
+2:cpuacct:/
+1:cpu:/
+0::/
+";
+        assert_eq!(
+            v1_cgroup_from(&mountinfo, own, "cpuacct"),
+            Some(fake.path("cpuacct"))
+        );
+        assert_eq!(
+            v1_cgroup_from(&mountinfo, own, "blkio"),
+            Some(fake.path("blkio/x"))
+        );
+        assert_eq!(v1_cgroup_from(&mountinfo, own, "hugetlb"), None);
+        assert_eq!(v1_cgroup_from(&mountinfo, "0::/\n", "cpuacct"), None);
     }
 
     #[test]

@@ -21,6 +21,14 @@ impl CgroupManager {
         limits.validate()?;
         let mut problems: Vec<(Controller, String)> = Vec::new();
         let mut dirs: Vec<CgroupDir> = Vec::new();
+        if let Some(Ok(base)) = self
+            .places
+            .iter()
+            .find(|place| place.hierarchy == Hierarchy::V2 && place.base.is_ok())
+            .map(|place| &place.base)
+        {
+            self.prepare_v2_io(base);
+        }
         for place in &self.places {
             let base = match &place.base {
                 Ok(base) => base,
@@ -53,6 +61,7 @@ impl CgroupManager {
                     path,
                     hierarchy: place.hierarchy,
                     controllers: vec![place.controller],
+                    accounting: Vec::new(),
                 }),
                 Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
                     remove_created(&dirs);
@@ -61,12 +70,62 @@ impl CgroupManager {
                 Err(error) => problems.push((place.controller, io_reason("create", &path, &error))),
             }
         }
+        self.create_accounting(id, &mut dirs);
         let cgroup = SandboxCgroup {
             id: id.to_owned(),
             dirs,
         };
         let report = self.apply_limits(&cgroup, limits, &problems);
         Ok(CgroupSetup { cgroup, report })
+    }
+
+    /// Adds the sandbox's directories in the accounting-only hierarchies. Best effort:
+    /// a hierarchy that refuses leaves its counters unmeasured, nothing more.
+    fn create_accounting(&self, id: &str, dirs: &mut Vec<CgroupDir>) {
+        for (kind, base) in &self.accounting {
+            let path = base.join(&self.parent_name).join(id);
+            if let Some(dir) = dirs.iter_mut().find(|dir| dir.path == path) {
+                dir.accounting.push(*kind);
+                continue;
+            }
+            let made = std::fs::create_dir_all(base.join(&self.parent_name))
+                .and_then(|()| std::fs::create_dir(&path))
+                .or_else(|error| match error.kind() {
+                    // Left by an earlier sandbox of this id: only counters live there.
+                    std::io::ErrorKind::AlreadyExists => Ok(()),
+                    _ => Err(error),
+                });
+            match made {
+                Ok(()) => dirs.push(CgroupDir {
+                    path,
+                    hierarchy: Hierarchy::V1,
+                    controllers: Vec::new(),
+                    accounting: vec![*kind],
+                }),
+                Err(error) => {
+                    tracing::debug!(path = %path.display(), %error, "no accounting cgroup; its counters stay unmeasured");
+                }
+            }
+        }
+    }
+
+    /// cgroup v2: enables the `io` controller for sandbox cgroups when it is delegated
+    /// to us, so `io.stat` counts their block I/O. Best effort, like the accounting
+    /// hierarchies of v1: without it the I/O counters stay unmeasured.
+    fn prepare_v2_io(&self, base: &Path) {
+        let delegated = files::read_list(&base.join("cgroup.controllers"))
+            .is_ok_and(|available| available.iter().any(|c| c == "io"));
+        if !delegated {
+            return;
+        }
+        let parent = base.join(&self.parent_name);
+        let enabled = std::fs::create_dir_all(&parent)
+            .map_err(|error| io_reason("create", &parent, &error))
+            .and_then(|()| enable_in_subtree(base, "io", true))
+            .and_then(|()| enable_in_subtree(&parent, "io", false));
+        if let Err(reason) = enabled {
+            tracing::debug!(%reason, "cannot enable the io controller; I/O stays unmeasured");
+        }
     }
 
     /// cgroup v2: makes `controller` available to `<base>/<parent>/<id>`, enabling it in
@@ -454,6 +513,7 @@ pub(super) mod tests {
                 path: dir.clone(),
                 hierarchy: Hierarchy::V1,
                 controllers: vec![Controller::Memory],
+                accounting: Vec::new(),
             },
             1 << 20,
         );

@@ -27,6 +27,7 @@ mod create;
 mod files;
 mod kill;
 mod sandbox;
+mod stats;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -86,19 +87,47 @@ pub struct LimitReport {
     pub pids: LimitStatus,
 }
 
-/// Usage counters of a sandbox cgroup; `None` where this host does not provide one.
+/// Usage counters of a sandbox cgroup; `None` where this host does not provide one
+/// (see [`SandboxCgroup::stats`] for where each comes from).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CgroupStats {
     /// Memory in use, in bytes.
     pub memory_current: Option<u64>,
     /// Highest memory use seen, in bytes.
     pub memory_peak: Option<u64>,
+    /// The memory limit in force, in bytes; `None` also when unlimited.
+    pub memory_limit: Option<u64>,
     /// Processes the kernel killed because the memory limit was hit.
     pub oom_kills: Option<u64>,
     /// Processes and threads now in the cgroup.
     pub pids_current: Option<u64>,
+    /// The process limit in force; `None` also when unlimited.
+    pub pids_limit: Option<u64>,
     /// CPU time used, in microseconds.
     pub cpu_usage_usec: Option<u64>,
+    /// CPU time spent in user mode, in microseconds.
+    pub cpu_user_usec: Option<u64>,
+    /// CPU time spent in the kernel, in microseconds.
+    pub cpu_system_usec: Option<u64>,
+    /// Bytes read from block devices.
+    pub io_read_bytes: Option<u64>,
+    /// Bytes written to block devices.
+    pub io_write_bytes: Option<u64>,
+    /// Read operations on block devices.
+    pub io_read_ops: Option<u64>,
+    /// Write operations on block devices.
+    pub io_write_ops: Option<u64>,
+}
+
+/// A cgroup v1 hierarchy a sandbox joins for accounting only, when the counter it
+/// offers is not on the hierarchy of a limit controller: `cpuacct` mounted apart from
+/// `cpu`, and `blkio`. No limits are written there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accounting {
+    /// `cpuacct`: CPU time, user and system.
+    Cpuacct,
+    /// `blkio`: bytes and operations per block device.
+    Blkio,
 }
 
 /// A cgroup operation failed.
@@ -178,6 +207,8 @@ pub enum CgroupError {
 pub struct CgroupManager {
     parent_name: String,
     places: Vec<Place>,
+    /// Accounting-only v1 hierarchies: the daemon's cgroup in each.
+    accounting: Vec<(Accounting, PathBuf)>,
     swap_present: bool,
 }
 
@@ -204,6 +235,7 @@ struct CgroupDir {
     path: PathBuf,
     hierarchy: Hierarchy,
     controllers: Vec<Controller>,
+    accounting: Vec<Accounting>,
 }
 
 /// Where one controller's sandbox cgroups go, or why they cannot.
@@ -270,7 +302,16 @@ impl CgroupManager {
             .and_then(|text| read_keyed(&text, "SwapTotal:"))
             .is_some_and(|kib| kib > 0);
         match report {
-            Ok(report) => Self::from_report(&report, parent_name, swap_present),
+            Ok(report) => {
+                let accounting = [
+                    (Accounting::Cpuacct, "cpuacct"),
+                    (Accounting::Blkio, "blkio"),
+                ]
+                .into_iter()
+                .filter_map(|(kind, name)| Some((kind, nexus_host::cgroups::v1_cgroup(name)?)))
+                .collect();
+                Self::from_report(&report, parent_name, swap_present).with_accounting(accounting)
+            }
             Err(error) => {
                 let reason = format!("cannot probe cgroups: {error}");
                 Self::unavailable(parent_name, &reason)
@@ -301,8 +342,17 @@ impl CgroupManager {
         CgroupManager {
             parent_name: parent_name.to_owned(),
             places,
+            accounting: Vec::new(),
             swap_present,
         }
+    }
+
+    /// Also places sandbox cgroups in these accounting-only v1 hierarchies, given as the
+    /// daemon's cgroup in each (a hierarchy shared with a limit controller, such as
+    /// `cpu,cpuacct`, simply adds its counters to that directory).
+    pub fn with_accounting(mut self, accounting: Vec<(Accounting, PathBuf)>) -> Self {
+        self.accounting = accounting;
+        self
     }
 
     /// A manager that enforces nothing, every limit reported with `reason`.
@@ -318,6 +368,7 @@ impl CgroupManager {
         CgroupManager {
             parent_name: parent_name.to_owned(),
             places,
+            accounting: Vec::new(),
             swap_present: false,
         }
     }
@@ -336,11 +387,25 @@ impl CgroupManager {
                     path,
                     hierarchy: place.hierarchy,
                     controllers: vec![place.controller],
+                    accounting: Vec::new(),
                 });
             }
         }
         if dirs.is_empty() {
             return Err(CgroupError::NotFound(id.to_owned()));
+        }
+        for (kind, base) in &self.accounting {
+            let path = base.join(&self.parent_name).join(id);
+            if let Some(dir) = dirs.iter_mut().find(|dir| dir.path == path) {
+                dir.accounting.push(*kind);
+            } else if path.is_dir() {
+                dirs.push(CgroupDir {
+                    path,
+                    hierarchy: Hierarchy::V1,
+                    controllers: Vec::new(),
+                    accounting: vec![*kind],
+                });
+            }
         }
         Ok(SandboxCgroup {
             id: id.to_owned(),

@@ -1,9 +1,10 @@
-//! What a sandbox cgroup offers once made: joining, listing, freezing, statistics.
+//! What a sandbox cgroup offers once made: joining, listing, freezing (statistics are in
+//! `stats`).
 
 use std::path::{Path, PathBuf};
 
-use super::files::{self, read_keyed, read_u64, write_file};
-use super::{CgroupDir, CgroupError, CgroupStats, Controller, Hierarchy, SandboxCgroup};
+use super::files::{self, read_keyed, write_file};
+use super::{CgroupDir, CgroupError, Controller, Hierarchy, SandboxCgroup};
 
 impl SandboxCgroup {
     /// The sandbox id.
@@ -139,52 +140,8 @@ impl SandboxCgroup {
         Ok(())
     }
 
-    /// The usage counters this host provides.
-    pub fn stats(&self) -> CgroupStats {
-        let mut stats = CgroupStats::default();
-        for dir in &self.dirs {
-            let file = |name: &str| dir.path.join(name);
-            let keyed = |name: &str, key: &str| {
-                files::read(&file(name))
-                    .ok()
-                    .and_then(|text| read_keyed(&text, key))
-            };
-            let has = |controller| dir.controllers.contains(&controller);
-            match dir.hierarchy {
-                Hierarchy::V1 => {
-                    if has(Controller::Memory) {
-                        stats.memory_current = read_u64(&file("memory.usage_in_bytes"));
-                        stats.memory_peak = read_u64(&file("memory.max_usage_in_bytes"));
-                        stats.oom_kills = keyed("memory.oom_control", "oom_kill");
-                    }
-                    if has(Controller::Pids) {
-                        stats.pids_current = read_u64(&file("pids.current"));
-                    }
-                    if has(Controller::Cpu) {
-                        // cpuacct.usage is in nanoseconds; present when cpuacct is
-                        // co-mounted with cpu.
-                        stats.cpu_usage_usec = read_u64(&file("cpuacct.usage")).map(|ns| ns / 1000);
-                    }
-                }
-                Hierarchy::V2 => {
-                    if has(Controller::Memory) {
-                        stats.memory_current = read_u64(&file("memory.current"));
-                        stats.memory_peak = read_u64(&file("memory.peak"));
-                        stats.oom_kills = keyed("memory.events", "oom_kill");
-                    }
-                    if has(Controller::Pids) {
-                        stats.pids_current = read_u64(&file("pids.current"));
-                    }
-                    // cpu.stat exists in every v2 cgroup, with or without the controller.
-                    stats.cpu_usage_usec = keyed("cpu.stat", "usage_usec");
-                }
-            }
-        }
-        stats
-    }
-
-    /// Processes the OOM killer ended in this cgroup: the one counter of [`Self::stats`]
-    /// read on every command, so it reads one file instead of all of them.
+    /// Processes the OOM killer ended in this cgroup: the one counter of
+    /// [`Self::stats`] read on every command, so it reads one file instead of all of them.
     pub fn oom_kills(&self) -> Option<u64> {
         let dir = self.dir_of(Controller::Memory)?;
         let (name, key) = match dir.hierarchy {
@@ -206,42 +163,8 @@ impl SandboxCgroup {
 #[cfg(test)]
 mod tests {
     use super::super::create::tests::{fake_v2, read, report, write};
-    use super::super::{CgroupManager, Limits};
+    use super::super::{CgroupManager, CgroupStats, Limits};
     use super::*;
-
-    #[test]
-    fn v2_stats_come_from_the_unified_directory() {
-        let own = fake_v2("cpu memory pids");
-        let manager =
-            CgroupManager::from_report(&report(Hierarchy::V2, [own.path(); 4]), "nexus", false);
-        let cgroup = manager
-            .create("sb-1", &Limits::default())
-            .expect("create")
-            .cgroup;
-        let dir = own.path().join("nexus/sb-1");
-        write(dir.join("memory.current"), "4096\n");
-        write(dir.join("memory.peak"), "8192\n");
-        write(
-            dir.join("memory.events"),
-            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
-        );
-        write(dir.join("pids.current"), "7\n");
-        write(
-            dir.join("cpu.stat"),
-            "usage_usec 1234\nuser_usec 1000\nsystem_usec 234\n",
-        );
-        assert_eq!(
-            cgroup.stats(),
-            CgroupStats {
-                memory_current: Some(4096),
-                memory_peak: Some(8192),
-                oom_kills: Some(1),
-                pids_current: Some(7),
-                cpu_usage_usec: Some(1234),
-            }
-        );
-        assert_eq!(cgroup.oom_kills(), Some(1));
-    }
 
     #[test]
     fn v2_joins_and_freezes_through_the_unified_files() {

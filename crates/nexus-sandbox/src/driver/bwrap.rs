@@ -699,9 +699,17 @@ impl Driver for BwrapDriver {
                 Usage {
                     memory_current: s.memory_current,
                     memory_peak: s.memory_peak,
+                    memory_limit: s.memory_limit,
                     oom_kills: s.oom_kills,
                     pids_current: s.pids_current,
+                    pids_limit: s.pids_limit,
                     cpu_usage_usec: s.cpu_usage_usec,
+                    cpu_user_usec: s.cpu_user_usec,
+                    cpu_system_usec: s.cpu_system_usec,
+                    io_read_bytes: s.io_read_bytes,
+                    io_write_bytes: s.io_write_bytes,
+                    io_read_ops: s.io_read_ops,
+                    io_write_ops: s.io_write_ops,
                 }
             }
             Err(_) => Usage::default(),

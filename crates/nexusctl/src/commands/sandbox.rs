@@ -1,5 +1,5 @@
 //! `nexusctl sandbox create|list|inspect|start|stop|pause|resume|fork|delete` (and
-//! `network|netlog`, in [`super::network`]).
+//! `network|netlog`, in [`super::network`]; `stats`, in [`super::stats`]).
 
 use std::fmt::Write;
 
@@ -57,6 +57,7 @@ pub async fn run(client: &Client, command: SandboxCommand, out: Output) -> anyho
                 out.text(&format!("{sandbox} deleted\n"))
             }
         }
+        SandboxCommand::Stats(args) => super::stats::run(client, args, out).await,
         SandboxCommand::Network(args) => super::network::policy(client, args, out).await,
         SandboxCommand::Netlog(args) => super::network::log(client, args, out).await,
     }

@@ -47,5 +47,9 @@ pub async fn run(client: &Client, out: Output) -> anyhow::Result<()> {
     if let Some(config) = &status.paths.config_file {
         row("Config", config.clone());
     }
+    // Where to copy the token from, e.g. for the web console's login.
+    if let Some(token) = &status.paths.token_file {
+        row("Token file", token.clone());
+    }
     out.text(&text)
 }

@@ -140,6 +140,39 @@ pub fn usage(u: nexus_core::Usage) -> Option<nexus_api::SandboxUsage> {
     })
 }
 
+/// A stats sample as the API shows it, naming the counters the host cannot measure.
+pub fn sandbox_stats(sample: nexus_core::service::StatsSample) -> nexus_api::SandboxStats {
+    let nexus_core::service::StatsSample { sandbox, usage, at } = sample;
+    let mut stats = nexus_api::SandboxStats {
+        id: sandbox.id.to_string(),
+        name: sandbox.spec.name.to_string(),
+        state: sandbox.state.to_string(),
+        timestamp: rfc3339(at),
+        timestamp_ms: u64::try_from(at.as_millis()).unwrap_or(0),
+        cpu_usec: usage.cpu_usage_usec,
+        cpu_user_usec: usage.cpu_user_usec,
+        cpu_system_usec: usage.cpu_system_usec,
+        memory_bytes: usage.memory_current,
+        memory_peak_bytes: usage.memory_peak,
+        memory_limit_bytes: usage.memory_limit,
+        pids: usage.pids_current,
+        pids_limit: usage.pids_limit,
+        io_read_bytes: usage.io_read_bytes,
+        io_write_bytes: usage.io_write_bytes,
+        io_read_ops: usage.io_read_ops,
+        io_write_ops: usage.io_write_ops,
+        oom_kills: usage.oom_kills,
+        unmeasured: Vec::new(),
+    };
+    stats.unmeasured = stats
+        .counters()
+        .iter()
+        .filter(|(_, value)| value.is_none())
+        .map(|(name, _)| (*name).to_owned())
+        .collect();
+    stats
+}
+
 fn isolation_report(i: Isolation) -> IsolationReport {
     IsolationReport {
         isolated: i.isolated,
@@ -199,12 +232,28 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(ErrorCode::SandboxStartFailed, message)
             }
             ServiceError::Driver(_) => ApiError::internal(err),
+            // A sandbox started by an older build has an agent without the operation.
+            ServiceError::Agent(ref e @ nexus_agent_proto::ProtoError::Unsupported { .. }) => {
+                ApiError::new(
+                    ErrorCode::OperationUnsupported,
+                    format!(
+                        "the sandbox's agent is older than this daemon ({e}); stop and start the sandbox to update it"
+                    ),
+                )
+            }
             ServiceError::Agent(ref e) => match e.remote_code() {
                 Some(RemoteCode::SpawnFailed | RemoteCode::BadRequest) => {
                     ApiError::new(ErrorCode::InvalidRequest, agent_message(e))
                 }
                 Some(RemoteCode::UnknownProcess) => {
                     ApiError::new(ErrorCode::ProcessNotFound, agent_message(e))
+                }
+                Some(RemoteCode::UnknownTerminal) => {
+                    ApiError::new(ErrorCode::TerminalNotFound, agent_message(e))
+                }
+                // Too many terminal sessions open at once.
+                Some(RemoteCode::Busy) => {
+                    ApiError::new(ErrorCode::SandboxStateConflict, agent_message(e))
                 }
                 Some(
                     RemoteCode::StillRunning | RemoteCode::NotRunning | RemoteCode::StdinClosed,

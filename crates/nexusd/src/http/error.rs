@@ -49,6 +49,15 @@ impl ApiError {
     pub fn code(&self) -> ErrorCode {
         self.code
     }
+
+    /// The code and the client's message, for errors sent some other way than as a
+    /// response (a WebSocket close frame); an internal cause is logged here, never sent.
+    pub fn into_parts(self) -> (ErrorCode, String) {
+        if let Some(cause) = &self.internal {
+            tracing::error!(code = %self.code, error = format!("{cause:#}"), "request failed");
+        }
+        (self.code, self.message)
+    }
 }
 
 impl IntoResponse for ApiError {

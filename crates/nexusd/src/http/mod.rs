@@ -2,6 +2,7 @@
 //! between HTTP and the core.
 
 pub mod auth;
+pub mod console;
 pub mod convert;
 pub mod error;
 pub mod files;
@@ -12,7 +13,9 @@ pub mod network;
 pub mod openapi;
 pub mod processes;
 pub mod sandboxes;
+pub mod stats;
 pub mod system;
+pub mod terminal;
 pub mod workspaces;
 
 use std::sync::OnceLock;
@@ -52,6 +55,7 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sandboxes::stop))
         .routes(routes!(sandboxes::pause))
         .routes(routes!(sandboxes::resume))
+        .routes(routes!(stats::get))
         .routes(routes!(workspaces::fork_sandbox))
         .routes(routes!(workspaces::create, workspaces::list))
         .routes(routes!(workspaces::get, workspaces::delete))
@@ -82,6 +86,15 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(files::grep))
         .routes(routes!(files::download_archive, files::upload_archive))
         .routes(routes!(files::watch))
+        .routes(routes!(terminal::list, terminal::create))
+        .routes(routes!(terminal::delete))
+}
+
+/// `/v1` routes that check the token themselves because it may arrive where the auth
+/// layer cannot see it: the terminal WebSocket accepts it in its first message too
+/// (browsers cannot set headers on a WebSocket), and refuses everything until then.
+fn self_authenticating_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(terminal::ws::attach))
 }
 
 /// The OpenAPI document of every `/v1` route, as served at `/v1/openapi.json`.
@@ -89,6 +102,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = OpenApiRouter::<AppState>::with_openapi(openapi::ApiDoc::openapi())
         .merge(public_routes())
         .merge(protected_routes())
+        .merge(self_authenticating_routes())
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
@@ -110,6 +124,7 @@ pub fn openapi_json() -> &'static str {
 pub fn app(state: AppState) -> Router {
     let (public, _) = public_routes().split_for_parts();
     let (protected, _) = protected_routes().split_for_parts();
+    let (self_authenticating, _) = self_authenticating_routes().split_for_parts();
     let protected = protected.route_layer(middleware::from_fn_with_state(
         state.clone(),
         auth::require_token,
@@ -117,7 +132,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(public)
         .merge(protected)
+        .merge(self_authenticating)
         .merge(crate::mcp::routes(state.clone()))
+        .merge(console::routes())
         .route("/v1/openapi.json", get(serve_openapi))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))

@@ -19,6 +19,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "sandboxes", description = "Sandbox lifecycle and commands"),
         (name = "processes", description = "Background processes in a sandbox"),
         (name = "files", description = "Files of a running sandbox"),
+        (name = "terminals", description = "Interactive terminal sessions: a WebSocket speaking ttyd's protocol, and their list"),
         (name = "workspaces", description = "Persistent workspaces, snapshots, restore and fork"),
         (name = "images", description = "Images: the read-only root trees sandboxes start from"),
         (name = "network", description = "Network egress policy of a sandbox, and its network log"),

@@ -120,13 +120,25 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
     }
 }
 
-/// Prometheus metrics in the text exposition format.
+/// Prometheus metrics in the text exposition format, with the sandbox series read now
+/// (see `http::metrics`).
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let live = match state
+        .sandboxes
+        .live_stats(state.metrics.max_sandboxes())
+        .await
+    {
+        Ok(live) => Some(live),
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot read sandboxes for /metrics; their series are left out");
+            None
+        }
+    };
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        state.metrics.render_with(live.as_ref()),
     )
 }

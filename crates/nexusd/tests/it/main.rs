@@ -2,6 +2,7 @@
 
 mod api;
 mod config;
+mod console;
 mod egress;
 mod files;
 mod harness;
@@ -13,5 +14,7 @@ mod pause;
 mod processes;
 mod sandboxes;
 mod security;
+mod stats;
+mod terminal;
 mod unprivileged;
 mod workspaces;
