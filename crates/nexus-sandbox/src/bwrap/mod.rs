@@ -464,17 +464,18 @@ impl Args {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn entry(name: &str, kind: EntryKind) -> RootEntry {
+    pub(super) fn entry(name: &str, kind: EntryKind) -> RootEntry {
         RootEntry {
             name: name.into(),
             kind,
         }
     }
 
-    fn spec() -> BwrapSpec {
+    /// A host-image spec with a bit of everything.
+    pub(super) fn spec() -> BwrapSpec {
         BwrapSpec {
             root: ImageRoot {
                 path: "/".into(),

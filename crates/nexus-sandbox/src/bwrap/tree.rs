@@ -211,50 +211,9 @@ fn needs_mount_point(spec: &BwrapSpec, masks: &[Mask], target: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{ImageRoot, ReadOnlyBind, RootEntry};
+    use super::super::ReadOnlyBind;
+    use super::super::tests::spec;
     use super::*;
-
-    fn entry(name: &str, kind: EntryKind) -> RootEntry {
-        RootEntry {
-            name: name.into(),
-            kind,
-        }
-    }
-
-    fn spec() -> BwrapSpec {
-        BwrapSpec {
-            root: ImageRoot {
-                path: "/".into(),
-                entries: vec![
-                    entry("bin", EntryKind::Symlink("usr/bin".into())),
-                    entry("etc", EntryKind::Dir),
-                    entry("home", EntryKind::Dir),
-                    entry("proc", EntryKind::Dir),
-                    entry("usr", EntryKind::Dir),
-                    entry("var", EntryKind::Dir),
-                    entry("vmlinuz", EntryKind::File),
-                ],
-            },
-            masks: vec![
-                Mask::EmptyDir("/home".into()),
-                Mask::EmptyFile("/etc/shadow".into()),
-                Mask::EmptyDir("/etc/ssh".into()),
-                Mask::EmptyDir("/var/lib/nexus".into()),
-                Mask::EmptyDir("/run/user/0/nexus".into()),
-            ],
-            workspace: "/var/lib/nexus/workspaces/sb-1".into(),
-            read_only: Vec::new(),
-            shadows: Vec::new(),
-            tmp_mib: 64,
-            hostname: "sb-1".into(),
-            env: Vec::new(),
-            agent: Some("/usr/lib/nexus/nexus-agent".into()),
-            command: BwrapSpec::agent_command(3, &[]),
-            writable_root: false,
-            joined_network: false,
-            tree: Some("/t".into()),
-        }
-    }
 
     fn render(ops: &[TreeOp]) -> Vec<String> {
         ops.iter()
@@ -292,7 +251,11 @@ mod tests {
             "symlink usr/bin /t/bin",
             "dir /t/etc",
             "bind /etc /t/etc",
+            // Masked top-level directories are empty; reserved ones come below.
             "dir /t/home",
+            "dir /t/root",
+            "dir /t/sys",
+            "bind /sys /t/sys",
             "dir /t/usr",
             "bind /usr /t/usr",
             "dir /t/var",
@@ -307,6 +270,7 @@ mod tests {
             "bind /dev/null /t/etc/shadow",
             "ro /t/etc/shadow",
             "tmpfs /t/etc/ssh 4096 ro",
+            // The data directory hides the workspaces under it; `/run`'s mask is moot.
             "tmpfs /t/var/lib/nexus 4096 ro",
             "tmpfs /t/run 1048576",
             "dir /t/run/nexus",
