@@ -2,7 +2,7 @@
 //! credit as the consumer takes bytes) and [`WatchStream`] (the changes a watch reports).
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use futures::Stream;
@@ -112,16 +112,11 @@ impl Stream for ByteStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
-            if self.done {
-                return Poll::Ready(None);
-            }
-            let incoming = match self.channel.poll_recv(cx) {
-                Poll::Ready(Some(incoming)) => incoming,
-                Poll::Ready(None) => {
-                    self.done = true;
-                    return Poll::Ready(Some(Err(ProtoError::Closed)));
-                }
-                Poll::Pending => return Poll::Pending,
+            let this = &mut *self;
+            let incoming = match ready!(this.channel.poll_stream(&mut this.done, cx)) {
+                Some(Ok(incoming)) => incoming,
+                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+                None => return Poll::Ready(None),
             };
             match self.item(incoming) {
                 Ok(Some(bytes)) => return Poll::Ready(Some(Ok(bytes))),
@@ -160,20 +155,15 @@ impl Stream for WatchStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
-            if self.done {
-                return Poll::Ready(None);
-            }
-            let frame = match self.channel.poll_recv(cx) {
-                Poll::Ready(Some(Incoming::Frame(frame))) => frame,
-                Poll::Ready(Some(Incoming::Closed(reason))) => {
+            let this = &mut *self;
+            let frame = match ready!(this.channel.poll_stream(&mut this.done, cx)) {
+                Some(Ok(Incoming::Frame(frame))) => frame,
+                Some(Ok(Incoming::Closed(reason))) => {
                     self.done = true;
                     return Poll::Ready(Some(Err(closed_error(reason))));
                 }
-                Poll::Ready(None) => {
-                    self.done = true;
-                    return Poll::Ready(Some(Err(ProtoError::Closed)));
-                }
-                Poll::Pending => return Poll::Pending,
+                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+                None => return Poll::Ready(None),
             };
             let item = match frame.kind {
                 FrameType::Event => match frame.parse::<Event>() {

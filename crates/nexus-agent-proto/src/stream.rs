@@ -2,7 +2,7 @@
 //! flow-control credit only as the consumer takes bytes out.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use futures::Stream;
@@ -165,16 +165,11 @@ impl Stream for OutputStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
-            if self.done {
-                return Poll::Ready(None);
-            }
-            let incoming = match self.channel.poll_recv(cx) {
-                Poll::Ready(Some(incoming)) => incoming,
-                Poll::Ready(None) => {
-                    self.done = true;
-                    return Poll::Ready(Some(Err(ProtoError::Closed)));
-                }
-                Poll::Pending => return Poll::Pending,
+            let this = &mut *self;
+            let incoming = match ready!(this.channel.poll_stream(&mut this.done, cx)) {
+                Some(Ok(incoming)) => incoming,
+                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+                None => return Poll::Ready(None),
             };
             if let Some(item) = self.item(incoming) {
                 return Poll::Ready(Some(item));

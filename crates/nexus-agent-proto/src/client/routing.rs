@@ -177,11 +177,26 @@ impl Channel {
         self.send(Frame::credit(self.id, bytes))
     }
 
-    pub(crate) fn poll_recv(
+    /// What every stream over a channel polls: nothing once the stream is `done`; the next
+    /// incoming item; or, when the connection went away, [`ProtoError::Closed`] once (the
+    /// stream is then done).
+    pub(crate) fn poll_stream(
         &mut self,
+        done: &mut bool,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Incoming>> {
-        self.rx.poll_recv(cx)
+    ) -> std::task::Poll<Option<Result<Incoming, ProtoError>>> {
+        use std::task::Poll;
+        if *done {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(incoming)) => Poll::Ready(Some(Ok(incoming))),
+            Poll::Ready(None) => {
+                *done = true;
+                Poll::Ready(Some(Err(ProtoError::Closed)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// Waits for the channel's RESPONSE, ignoring nothing else (a request channel carries
