@@ -39,7 +39,8 @@ pub struct WorkspaceInfo {
     pub name: String,
     /// Generation of its current tree: 1 at creation, one more after each restore.
     pub generation: u64,
-    /// Bytes its current tree uses on disk, when it could be measured.
+    /// Bytes its current tree uses on disk, when it could be measured. The answer to a
+    /// fork leaves it out (measuring walks every file); inspect and list measure it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
     /// Quota in MiB.

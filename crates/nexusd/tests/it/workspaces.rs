@@ -141,6 +141,14 @@ async fn snapshot_restore_in_place_and_fork() {
         )
         .await;
     assert_eq!(status, 201, "{fork}");
+    // The fork's answer does not walk the new tree; inspecting it measures the copy.
+    assert!(fork.get("size_bytes").is_none(), "{fork}");
+    let (status, inspected) = api.get("/v1/workspaces/code-b").await;
+    assert_eq!(status, 200, "{inspected}");
+    assert!(
+        inspected["size_bytes"].as_u64().expect("size") > 0,
+        "{inspected}"
+    );
     let (status, twin) = api
         .post("/v1/sandboxes/dev/fork", json!({"name": "twin"}))
         .await;
