@@ -87,27 +87,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$tmp/config" "$tmp/data" "$tmp/state" "$tmp/run" "$tmp/home"
 
-log "starting $NEXUSD"
-env -i PATH="$PATH" HOME="$tmp/home" NEXUS_TOKEN="$token" \
-    XDG_CONFIG_HOME="$tmp/config" XDG_DATA_HOME="$tmp/data" \
-    XDG_STATE_HOME="$tmp/state" XDG_RUNTIME_DIR="$tmp/run" \
-    "$NEXUSD" --listen 127.0.0.1:0 --log-format json --log-level warn,nexusd=info \
-    2>"$tmp/nexusd.log" >/dev/null &
-daemon=$!
-
-# The daemon picks a free port and logs it: {"fields":{"message":"listening","addr":...}}.
-for _ in $(seq 1 300); do
-    addr=$(sed -n 's/.*"message":"listening","addr":"\([^"]*\)".*/\1/p' "$tmp/nexusd.log" | head -n 1)
-    [ -n "$addr" ] && break
-    kill -0 "$daemon" 2>/dev/null || { cat "$tmp/nexusd.log" >&2; die "nexusd exited before listening"; }
-    sleep 0.1
-done
-[ -n "$addr" ] || { cat "$tmp/nexusd.log" >&2; die "nexusd did not report its address"; }
-for _ in $(seq 1 100); do
-    [ "$(curl -fsS "http://$addr/healthz" 2>/dev/null)" = ok ] && break
-    sleep 0.1
-done
-[ "$(curl -fsS "http://$addr/healthz" 2>/dev/null)" = ok ] || die "http://$addr/healthz does not answer"
+start_test_daemon "$NEXUSD" "$tmp" NEXUS_TOKEN="$token"
 
 log "console test in headless $("$CHROMIUM" --version 2>/dev/null | head -n 1) against http://$addr/"
 set +e

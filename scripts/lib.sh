@@ -38,3 +38,32 @@ ensure_rust() {
 # rules that capture a sandbox's outbound connections for the policy proxy.
 RUNTIME_PACKAGES=(bubblewrap btrfs-progs ca-certificates mmdebstrap nftables)
 BUILD_PACKAGES=(gcc libc6-dev pkg-config)
+
+# Starts nexusd ($1) in the background on a free loopback port, with its XDG directories
+# under $2 and any further VAR=VALUE arguments in its environment; waits until /healthz
+# answers. Sets `daemon` (its pid) and `addr` (host:port); its log is $2/nexusd.log.
+start_test_daemon() {
+    local nexusd=$1 dir=$2
+    shift 2
+    log "starting $nexusd"
+    env -i PATH="$PATH" HOME="$dir/home" \
+        XDG_CONFIG_HOME="$dir/config" XDG_DATA_HOME="$dir/data" \
+        XDG_STATE_HOME="$dir/state" XDG_RUNTIME_DIR="$dir/run" "$@" \
+        "$nexusd" --listen 127.0.0.1:0 --log-format json --log-level warn,nexusd=info \
+        2>"$dir/nexusd.log" >/dev/null &
+    daemon=$!
+    # The daemon picks a free port and logs it: {"fields":{"message":"listening","addr":...}}.
+    addr=
+    for _ in $(seq 1 300); do
+        addr=$(sed -n 's/.*"message":"listening","addr":"\([^"]*\)".*/\1/p' "$dir/nexusd.log" | head -n 1)
+        [ -n "$addr" ] && break
+        kill -0 "$daemon" 2>/dev/null || { cat "$dir/nexusd.log" >&2; die "nexusd exited before listening"; }
+        sleep 0.1
+    done
+    [ -n "$addr" ] || { cat "$dir/nexusd.log" >&2; die "nexusd did not report its address"; }
+    for _ in $(seq 1 100); do
+        [ "$(curl -fsS "http://$addr/healthz" 2>/dev/null)" = ok ] && break
+        sleep 0.1
+    done
+    [ "$(curl -fsS "http://$addr/healthz" 2>/dev/null)" = ok ] || die "http://$addr/healthz does not answer"
+}
