@@ -243,6 +243,20 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// Renames a running sandbox's host name (what `hostname` says inside): a sandbox
+    /// taken from the warm pool was started under a placeholder and gets its name here.
+    /// The default does nothing: a driver without a UTS namespace of its own has the
+    /// host's name.
+    async fn set_hostname(
+        &self,
+        sandbox: &Sandbox,
+        runtime: &str,
+        hostname: &str,
+    ) -> Result<(), DriverError> {
+        let _ = (sandbox, runtime, hostname);
+        Ok(())
+    }
+
     /// Called once a daemon restart has found the sandbox still alive, before anything
     /// else uses it: the driver takes back what lives in the daemon (the policy proxy's
     /// sockets).

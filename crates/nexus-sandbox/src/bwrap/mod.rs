@@ -23,7 +23,8 @@
 //! With a [`BwrapSpec::tree`] (a root daemon), the launcher has already assembled the
 //! root tmpfs, the image's entries, the masks and `/run` with the agent ([`plan_tree`]),
 //! and bwrap binds that tree read-only at `/` instead; the rest is the same, except that
-//! shadows take their entries from the tree, masks included.
+//! shadows take their entries from the tree, masks included, and that `/dev` is the
+//! tree's too.
 //!
 //! # Namespaces and privileges
 //!
@@ -62,7 +63,7 @@ pub use self::masks::{
     unreachable_ancestor,
 };
 pub use self::mounts::{ReadOnlyBind, ShadowDir, plan_shadows};
-pub use self::tree::{TreeOp, plan_tree};
+pub use self::tree::{DEVPTS, TreeOp, plan_tree};
 
 /// The uid sandboxed processes have inside their user namespace.
 pub const SANDBOX_UID: u32 = 1000;
@@ -273,7 +274,9 @@ pub fn build_args(spec: &BwrapSpec, fds: SpecFds) -> Result<Vec<OsString>, SpecE
         // who owns that root.
         args.push_os(["--bind".into(), spec.root.path.clone().into(), "/".into()]);
     } else if let Some(tree) = tree {
-        args.push_os(["--ro-bind".into(), tree.into(), "/".into()]);
+        // Sealed by the launcher (read-only, nosuid, nodev but for its device nodes):
+        // `--ro-bind` would add nodev to those.
+        args.push_os(["--dev-bind".into(), tree.into(), "/".into()]);
     }
     let entries = if spec.writable_root || tree.is_some() {
         &[][..]
@@ -317,7 +320,12 @@ pub fn build_args(spec: &BwrapSpec, fds: SpecFds) -> Result<Vec<OsString>, SpecE
     }
 
     let size = (spec.tmp_mib * 1024 * 1024).to_string();
-    args.push(["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev"]);
+    args.push(["--proc", "/proc"]);
+    if tree.is_none() {
+        // With a tree, `/dev` is in it, and the launcher mounts the sandbox's own
+        // `/dev/pts` (see `plan_tree`).
+        args.push(["--dev", "/dev", "--remount-ro", "/dev"]);
+    }
     args.push(["--perms", "01777", "--size", &size, "--tmpfs", "/dev/shm"]);
     args.push(["--perms", "01777", "--size", &size, "--tmpfs", "/tmp"]);
     if tree.is_none() {
@@ -561,9 +569,9 @@ pub(super) mod tests {
             "--unshare-pid --unshare-net --unshare-ipc --unshare-uts --unshare-cgroup --hostname sb-1",
             "--cap-drop ALL --new-session --as-pid-1",
             "--clearenv --setenv LANG C.UTF-8 --setenv PATH /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --setenv HOME /workspace",
-            // Entries, masks, `/run` and the agent are in the tree.
-            "--ro-bind /var/lib/nexus/rootfs /",
-            "--proc /proc --dev /dev --remount-ro /dev --perms 01777 --size 67108864 --tmpfs /dev/shm",
+            // Entries, masks, `/run` with the agent, and `/dev` are in the tree.
+            "--dev-bind /var/lib/nexus/rootfs /",
+            "--proc /proc --perms 01777 --size 67108864 --tmpfs /dev/shm",
             "--perms 01777 --size 67108864 --tmpfs /tmp",
             "--bind /var/lib/nexus/workspaces/sb-1 /workspace",
             "--seccomp 4 --info-fd 5 --chdir /workspace -- /run/nexus/agent --listen-fd 3",

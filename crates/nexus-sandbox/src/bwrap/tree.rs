@@ -5,9 +5,10 @@
 //! mount per top-level entry of the image, the masks, `/run` and the agent, that is
 //! some thirty reads of a table that grows with each mount: about 40% of bwrap's time
 //! (measured with `perf` here, bwrap 0.8). A daemon running as root does not need bwrap
-//! for that part: the launcher child (see `crate::launch`) enters a private mount
-//! namespace of its own, mounts a small tmpfs at [`BwrapSpec::tree`] and assembles the
-//! same root there with plain mount calls, which read nothing back; bwrap then binds that
+//! for that part: the launcher (see `crate::launch`) assembles the same root in a
+//! private mount namespace, on a small tmpfs at [`BwrapSpec::tree`], with plain mount
+//! calls, which read nothing back, once per plan (shared by every launch while the host's
+//! mount table stays the same: `crate::launch::template`); bwrap then binds that
 //! one tree read-only as `/` (one recursive bind, one read of the table) and adds only
 //! what must be the sandbox's own: `/proc`, `/dev`, `/tmp`, the workspace and the
 //! read-only workspace binds. bwrap alone went from 15.3 to 10.0 ms p50 with this.
@@ -61,15 +62,24 @@ pub enum TreeOp {
         /// The mount point in the tree.
         target: PathBuf,
     },
-    /// Remount the mount at `target` read-only (itself, not its submounts: bwrap's
-    /// read-only bind of the whole tree covers those).
+    /// Remount the mount at `target` read-only (itself, not its submounts).
     ReadOnly(PathBuf),
+    /// Make the mount at `target` and every mount under it read-only, `nosuid` and
+    /// `nodev`, in one `mount_setattr` (Linux 5.12+).
+    Seal(PathBuf),
+    /// Make the bind of a device node at `target` read-only and `nosuid` (writing to a
+    /// device goes on: a read-only mount only stops changes to the filesystem).
+    SealDevice(PathBuf),
 }
 
 /// Size of the tree's tmpfs: it holds directories, symlinks and empty files only.
 const TREE_SIZE: u64 = 1 << 20;
 /// Size of a mask's tmpfs: empty and read-only.
 const MASK_SIZE: u64 = 4096;
+/// The device nodes of `/dev`, as bwrap's `--dev` binds them.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// Where each sandbox's own `devpts` goes, relative to the tree.
+pub const DEVPTS: &str = "dev/pts";
 
 /// The steps that assemble `spec`'s root at `tree`. The spec must be valid, for the host
 /// image or a read-only image (not [`BwrapSpec::writable_root`]).
@@ -180,9 +190,50 @@ pub fn plan_tree(spec: &BwrapSpec, tree: &Path) -> Vec<TreeOp> {
         }
     }
     ops.push(TreeOp::ReadOnly(run));
-    ops.push(TreeOp::ReadOnly(tree.to_path_buf()));
+    // Everything so far, submounts of the image's entries included, is sealed before
+    // `/dev` is made: bwrap binds the tree as it is (`--dev-bind`, so that the device
+    // nodes work), and the sandbox cannot undo flags set here (they arrive locked).
+    ops.push(TreeOp::Seal(tree.to_path_buf()));
+    plan_dev(&tree.join("dev"), &mut ops);
     ops.push(TreeOp::Private(tree.to_path_buf()));
     ops
+}
+
+/// `/dev` as bwrap's `--dev` makes it, minus the one part that must be each sandbox's own:
+/// the `devpts` instance at [`DEVPTS`], which the launcher child mounts (a shared one
+/// would show every sandbox's terminals to every other). The device nodes are binds of
+/// the host's, the only way an unprivileged user namespace gets them.
+fn plan_dev(dev: &Path, ops: &mut Vec<TreeOp>) {
+    ops.push(TreeOp::Tmpfs {
+        target: dev.to_path_buf(),
+        size: TREE_SIZE,
+        read_only: false,
+    });
+    for device in DEVICES {
+        let target = dev.join(device);
+        ops.push(TreeOp::File(target.clone()));
+        ops.push(TreeOp::Bind {
+            source: Path::new("/dev").join(device),
+            target: target.clone(),
+        });
+        ops.push(TreeOp::SealDevice(target));
+    }
+    for (name, link) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("core", "/proc/kcore"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        ops.push(TreeOp::Symlink {
+            target: link.into(),
+            path: dev.join(name),
+        });
+    }
+    ops.push(TreeOp::Dir(dev.join("shm")));
+    ops.push(TreeOp::Dir(dev.join("pts")));
+    ops.push(TreeOp::ReadOnly(dev.to_path_buf()));
 }
 
 /// Whether `target`'s mount point lies on ground the tree itself provides (its root
@@ -238,6 +289,8 @@ mod tests {
                     format!("bind {} {}", source.display(), target.display())
                 }
                 TreeOp::ReadOnly(p) => format!("ro {}", p.display()),
+                TreeOp::Seal(p) => format!("seal {}", p.display()),
+                TreeOp::SealDevice(p) => format!("seal-device {}", p.display()),
             })
             .collect()
     }
@@ -278,7 +331,35 @@ mod tests {
             "bind /usr/lib/nexus/nexus-agent /t/run/nexus/agent",
             "ro /t/run/nexus/agent",
             "ro /t/run",
-            "ro /t",
+            "seal /t",
+            "tmpfs /t/dev 1048576",
+            "file /t/dev/null",
+            "bind /dev/null /t/dev/null",
+            "seal-device /t/dev/null",
+            "file /t/dev/zero",
+            "bind /dev/zero /t/dev/zero",
+            "seal-device /t/dev/zero",
+            "file /t/dev/full",
+            "bind /dev/full /t/dev/full",
+            "seal-device /t/dev/full",
+            "file /t/dev/random",
+            "bind /dev/random /t/dev/random",
+            "seal-device /t/dev/random",
+            "file /t/dev/urandom",
+            "bind /dev/urandom /t/dev/urandom",
+            "seal-device /t/dev/urandom",
+            "file /t/dev/tty",
+            "bind /dev/tty /t/dev/tty",
+            "seal-device /t/dev/tty",
+            "symlink /proc/self/fd /t/dev/fd",
+            "symlink /proc/self/fd/0 /t/dev/stdin",
+            "symlink /proc/self/fd/1 /t/dev/stdout",
+            "symlink /proc/self/fd/2 /t/dev/stderr",
+            "symlink /proc/kcore /t/dev/core",
+            "symlink pts/ptmx /t/dev/ptmx",
+            "dir /t/dev/shm",
+            "dir /t/dev/pts",
+            "ro /t/dev",
             "private /t",
         ];
         assert_eq!(render(&ops), expected);
@@ -297,6 +378,7 @@ mod tests {
         let dirs: Vec<String> = render(&plan_tree(&spec, Path::new("/t")))
             .into_iter()
             .skip_while(|op| op != "ro /t/run/nexus/agent")
+            .take_while(|op| op != "ro /t/run")
             .filter(|op| op.starts_with("dir "))
             .collect();
         // Not in the workspace (bwrap makes it there) nor in /usr (a shadow's job).

@@ -706,6 +706,30 @@ impl Driver for BwrapDriver {
         Ok(())
     }
 
+    async fn set_hostname(
+        &self,
+        sandbox: &Sandbox,
+        runtime: &str,
+        hostname: &str,
+    ) -> Result<(), DriverError> {
+        let rt = parse(runtime).ok_or(DriverError::Failed {
+            what: format!("rename sandbox {}", sandbox.spec.name),
+            reason: "it has no runtime record".into(),
+        })?;
+        match launch::set_hostname(&rt.process, hostname) {
+            Ok(()) => Ok(()),
+            Err(launch::HostnameError::NotRoot) => Err(DriverError::Unsupported {
+                driver: DriverKind::Bwrap,
+                what: "rename a running sandbox".into(),
+                reason: "entering its namespaces needs nexusd running as root".into(),
+            }),
+            Err(error) => Err(DriverError::Failed {
+                what: format!("rename sandbox {}", sandbox.spec.name),
+                reason: chain(&error),
+            }),
+        }
+    }
+
     async fn adopted(&self, sandbox: &Sandbox, runtime: &str) {
         let Some(rt) = parse(runtime) else { return };
         if let Err(e) = self.reattach(sandbox, &rt) {

@@ -14,14 +14,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 
-use super::tree::RawTreeOp;
-
 /// The first descriptor number used for staging, above every fixed target.
 const STAGING_FLOOR: RawFd = 10;
-/// A failure report: stage, errno, tree step.
-const REPORT_LEN: usize = 7;
-/// The tree step of a report about any other stage.
-const REPORT_NO_STEP: u16 = u16::MAX;
+/// A failure report: stage, errno.
+const REPORT_LEN: usize = 5;
 
 /// What the child does before becoming bwrap.
 #[derive(Debug)]
@@ -47,9 +43,12 @@ pub(super) struct ChildSetup {
     /// A network namespace to join (as root, before dropping to `user`); bwrap then keeps
     /// it. The descriptor stays the parent's (close-on-exec).
     pub netns: Option<RawFd>,
-    /// The root tree to assemble in a private mount namespace, as root, after joining the
-    /// network namespace (see [`super::tree`]); empty: none, the daemon's namespace.
-    pub tree: Vec<RawTreeOp>,
+    /// A mount namespace to join (as root, after the network namespace): the one holding
+    /// the sandbox's assembled root (see [`super::template`]). `None`: the daemon's.
+    pub mount_ns: Option<RawFd>,
+    /// With `mount_ns`: where to mount the sandbox's own `devpts` instance, in a copy of
+    /// that namespace made for this child alone.
+    pub devpts: Option<CString>,
 }
 
 /// Which step of the child failed, with `errno`.
@@ -59,8 +58,6 @@ pub(super) struct SpawnFailure {
     pub stage: Stage,
     /// `errno` of the failing call.
     pub errno: Errno,
-    /// For [`Stage::Root`], the index of the tree step that failed.
-    pub step: Option<usize>,
 }
 
 /// The steps of the child, in order.
@@ -74,7 +71,7 @@ pub(super) enum Stage {
     Cgroup,
     /// Joining the network namespace.
     Network,
-    /// Assembling the root tree.
+    /// Joining the mount namespace of the root tree.
     Root,
     /// Placing file descriptors.
     Descriptors,
@@ -92,7 +89,7 @@ impl Stage {
             Stage::Session => "start a new session",
             Stage::Cgroup => "join the sandbox cgroup",
             Stage::Network => "join the sandbox's network namespace",
-            Stage::Root => "assemble the sandbox's root",
+            Stage::Root => "join the mount namespace of the sandbox's root and mount its /dev/pts",
             Stage::Descriptors => "set up file descriptors",
             Stage::Credentials => "switch to the sandbox's host uid",
             Stage::Exec => "execute bwrap",
@@ -126,7 +123,6 @@ pub(super) fn spawn(setup: ChildSetup) -> Result<libc::pid_t, SpawnFailure> {
     let prepare = |errno| SpawnFailure {
         stage: Stage::Prepare,
         errno,
-        step: None,
     };
     // Stage every descriptor above the fixed targets so no dup2 clobbers another. The
     // originals are closed here: a leftover write end of the report pipe would keep
@@ -158,7 +154,8 @@ pub(super) fn spawn(setup: ChildSetup) -> Result<libc::pid_t, SpawnFailure> {
         user: setup.user,
         groups: &setup.groups,
         netns: setup.netns,
-        tree: &setup.tree,
+        mount_ns: setup.mount_ns,
+        devpts: setup.devpts.as_ref(),
         report: report_write.as_raw_fd(),
     };
 
@@ -195,7 +192,8 @@ struct Child<'a> {
     user: Option<u32>,
     groups: &'a [libc::gid_t],
     netns: Option<RawFd>,
-    tree: &'a [RawTreeOp],
+    mount_ns: Option<RawFd>,
+    devpts: Option<&'a CString>,
     report: RawFd,
 }
 
@@ -230,10 +228,30 @@ impl Child<'_> {
                 self.fail(Stage::Network);
             }
         }
-        if !self.tree.is_empty()
-            && let Err((step, errno)) = super::tree::assemble(self.tree)
-        {
-            self.fail_with(Stage::Root, errno as i32, step);
+        if let Some(mount_ns) = self.mount_ns {
+            // SAFETY: see above. The child is single-threaded, as joining a mount
+            // namespace requires; its root and working directory become the namespace's.
+            if unsafe { libc::setns(mount_ns, libc::CLONE_NEWNS) } < 0 {
+                self.fail(Stage::Root);
+            }
+        }
+        if let Some(devpts) = self.devpts {
+            // SAFETY: see above. A copy of the shared namespace for this child: the
+            // devpts instance mounted in it is this sandbox's alone, and the copy's
+            // mounts are private, so nothing reaches the shared one.
+            let mounted = unsafe {
+                libc::unshare(libc::CLONE_NEWNS) == 0
+                    && libc::mount(
+                        c"devpts".as_ptr(),
+                        devpts.as_ptr(),
+                        c"devpts".as_ptr(),
+                        libc::MS_NOSUID | libc::MS_NOEXEC,
+                        c"newinstance,ptmxmode=0666,mode=620".as_ptr().cast(),
+                    ) == 0
+            };
+            if !mounted {
+                self.fail(Stage::Root);
+            }
         }
         let standard = [(self.stdin, 0), (self.output, 1), (self.output, 2)];
         for &(source, target) in standard.iter().chain(self.placements) {
@@ -302,16 +320,9 @@ impl Child<'_> {
 
     /// Reports `stage` and errno to the parent, and exits.
     fn fail(&self, stage: Stage) -> ! {
-        self.fail_with(stage, Errno::last_raw(), usize::from(REPORT_NO_STEP))
-    }
-
-    /// Reports `stage`, `errno` and the failing tree `step` to the parent, and exits.
-    fn fail_with(&self, stage: Stage, errno: i32, step: usize) -> ! {
-        let step = u16::try_from(step).unwrap_or(REPORT_NO_STEP);
         let mut message = [0u8; REPORT_LEN];
         message[0] = stage.code();
-        message[1..5].copy_from_slice(&errno.to_ne_bytes());
-        message[5..].copy_from_slice(&step.to_ne_bytes());
+        message[1..5].copy_from_slice(&Errno::last_raw().to_ne_bytes());
         // SAFETY: see `run`; _exit does not run atexit handlers or flush stdio.
         unsafe {
             libc::write(self.report, message.as_ptr().cast(), message.len());
@@ -352,7 +363,6 @@ fn read_report(pipe: &OwnedFd) -> Option<SpawnFailure> {
                 return Some(SpawnFailure {
                     stage: Stage::Prepare,
                     errno,
-                    step: None,
                 });
             }
         }
@@ -362,9 +372,6 @@ fn read_report(pipe: &OwnedFd) -> Option<SpawnFailure> {
         errno: Errno::from_raw(i32::from_ne_bytes([
             message[1], message[2], message[3], message[4],
         ])),
-        step: Some(u16::from_ne_bytes([message[5], message[6]]))
-            .filter(|step| *step != REPORT_NO_STEP)
-            .map(usize::from),
     })
 }
 
@@ -402,7 +409,8 @@ mod tests {
             user: None,
             groups: Vec::new(),
             netns: None,
-            tree: Vec::new(),
+            mount_ns: None,
+            devpts: None,
         })
         .expect("spawns");
         let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).expect("wait");
@@ -429,7 +437,8 @@ mod tests {
             user: None,
             groups: Vec::new(),
             netns: None,
-            tree: Vec::new(),
+            mount_ns: None,
+            devpts: None,
         })
         .expect_err("no such program");
         assert_eq!(
@@ -437,7 +446,6 @@ mod tests {
             SpawnFailure {
                 stage: Stage::Exec,
                 errno: Errno::ENOENT,
-                step: None,
             }
         );
     }
@@ -455,7 +463,8 @@ mod tests {
             user: None,
             groups: Vec::new(),
             netns: None,
-            tree: Vec::new(),
+            mount_ns: None,
+            devpts: None,
         })
         .expect_err("cannot join");
         assert_eq!(failure.stage, Stage::Cgroup);

@@ -1,5 +1,5 @@
-//! Assembling the sandbox's root tree in the launcher child (see `crate::bwrap::tree`
-//! for what and why): the plan turned into paths the child can use after `fork`, and
+//! Assembling the sandbox's root tree (see `crate::bwrap::tree` for what and why, and
+//! [`super::template`] for where): the plan turned into C paths and mount options, and
 //! the raw mount calls that carry it out.
 
 use std::ffi::CString;
@@ -10,8 +10,7 @@ use nix::errno::Errno;
 
 use crate::bwrap::TreeOp;
 
-/// A [`TreeOp`] with its paths and mount options ready for the child: nothing is
-/// allocated after `fork`.
+/// A [`TreeOp`] with its paths and mount options ready for the mount calls.
 #[derive(Debug)]
 pub(super) enum RawTreeOp {
     Tmpfs {
@@ -34,6 +33,12 @@ pub(super) enum RawTreeOp {
         target: CString,
     },
     ReadOnly(CString),
+    /// `mount_setattr` of `attr_set` on `target`, recursively or not.
+    Attributes {
+        target: CString,
+        recursive: bool,
+        attr_set: u64,
+    },
 }
 
 /// Prepares `ops` for [`assemble`].
@@ -70,6 +75,16 @@ pub(super) fn prepare(ops: &[TreeOp]) -> Vec<RawTreeOp> {
                 target: path(target),
             },
             TreeOp::ReadOnly(target) => RawTreeOp::ReadOnly(path(target)),
+            TreeOp::Seal(target) => RawTreeOp::Attributes {
+                target: path(target),
+                recursive: true,
+                attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            },
+            TreeOp::SealDevice(target) => RawTreeOp::Attributes {
+                target: path(target),
+                recursive: false,
+                attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+            },
         })
         .collect()
 }
@@ -88,14 +103,19 @@ pub(super) fn describe(ops: &[TreeOp], index: usize) -> String {
             format!("bind {} at {}", source.display(), target.display())
         }
         Some(TreeOp::ReadOnly(target)) => format!("make {} read-only", target.display()),
+        Some(TreeOp::Seal(target)) => format!(
+            "make {} and every mount under it read-only, nosuid and nodev (needs Linux 5.12 or later)",
+            target.display()
+        ),
+        Some(TreeOp::SealDevice(target)) => format!("make {} read-only", target.display()),
         None => "assemble the sandbox's root".to_owned(),
     }
 }
 
-/// Runs in the forked child, as root: a private mount namespace (receiving the host's
-/// mount events, sending none back), then each step. Async-signal-safe: raw syscalls on
-/// memory prepared before `fork`. On failure, the index of the step and `errno`
-/// (`ops.len()` for the namespace itself).
+/// Runs on a thread of its own, as root: a private mount namespace for the thread
+/// (receiving the host's mount events, sending none back), then each step, as raw
+/// syscalls. On failure, the index of the step and `errno` (`ops.len()` for the
+/// namespace itself).
 pub(super) fn assemble(ops: &[RawTreeOp]) -> Result<(), (usize, Errno)> {
     let null = std::ptr::null::<libc::c_char>();
     // SAFETY: plain syscalls on NUL-terminated strings the parent prepared.
@@ -162,6 +182,28 @@ fn step(op: &RawTreeOp) -> Result<(), Errno> {
                 libc::MS_BIND | libc::MS_REC,
                 null.cast(),
             ),
+            RawTreeOp::Attributes {
+                target,
+                recursive,
+                attr_set,
+            } => {
+                let attr = MountAttr {
+                    attr_set: *attr_set,
+                    attr_clr: 0,
+                    propagation: 0,
+                    userns_fd: 0,
+                };
+                let flags = if *recursive { libc::AT_RECURSIVE } else { 0 };
+                // The syscall's result is an int; `syscall` widens it.
+                libc::syscall(
+                    libc::SYS_mount_setattr,
+                    libc::AT_FDCWD,
+                    target.as_ptr(),
+                    flags as libc::c_uint,
+                    &attr as *const MountAttr,
+                    std::mem::size_of::<MountAttr>(),
+                ) as libc::c_int
+            }
             RawTreeOp::ReadOnly(target) => {
                 // A bind remount replaces the mount's flags: keep the ones it has. glibc's
                 // statvfs is the statfs syscall when the kernel reports the flags
@@ -186,6 +228,19 @@ fn step(op: &RawTreeOp) -> Result<(), Errno> {
         Ok(())
     }
 }
+
+/// `struct mount_attr` of `mount_setattr(2)` (version 0).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
 
 /// The mount flags of `statvfs`'s `f_flag` (`ST_*`) that a bind remount must repeat.
 fn kept_flags(st: libc::c_ulong) -> libc::c_ulong {

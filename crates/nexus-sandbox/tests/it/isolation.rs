@@ -369,3 +369,100 @@ fn the_listening_socket_is_fd_3_and_nothing_else_is_inherited() {
     let code = running.finish(Duration::from_secs(10)).code;
     assert_eq!(code, 0);
 }
+
+/// Unmounts the host mount it names when dropped, even when the test fails.
+struct HostMount(std::path::PathBuf);
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// The launcher assembles a root once and shares it (`launch::template`); a mount made on
+/// the host after that must still be seen by the next sandbox. Fails when the shared root
+/// is reused without watching the host's mount table (on a host whose mounts are private,
+/// as here, the copy never hears of the new mount).
+#[test]
+fn a_host_mount_made_after_a_sandbox_started_is_seen_by_the_next_one() {
+    let Some(h) = Harness::new("host_mount_after_start") else {
+        return;
+    };
+    let point = h.dir.path().join("mounted-later");
+    std::fs::create_dir(&point).expect("mkdir");
+    std::fs::set_permissions(&point, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let options = Options {
+        tree: Some(h.root_tree()),
+        ..Options::default()
+    };
+    let script = format!("cat {}/marker 2>&1; echo done", point.display());
+    let before = h.run(&script, &options);
+    assert!(before.log.contains("No such file"), "{}", before.log);
+
+    nix::mount::mount(
+        Some("tmpfs"),
+        &point,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("mode=0755,size=64k"),
+    )
+    .expect("mount a tmpfs on the host");
+    let _mounted = HostMount(point.clone());
+    std::fs::write(point.join("marker"), "from-the-host-mount\n").expect("write marker");
+    std::fs::set_permissions(point.join("marker"), std::fs::Permissions::from_mode(0o644))
+        .expect("chmod marker");
+
+    let after = h.run(&script, &options);
+    assert!(after.log.contains("from-the-host-mount"), "{}", after.log);
+}
+
+/// `/dev` works the same whichever way the root is made, and each sandbox has a devpts
+/// instance of its own: a terminal opened in one is invisible in another. With the
+/// launcher's tree, `/dev` comes from a shared namespace; mounting `devpts` there instead
+/// of in each launch's copy would show one sandbox's terminals to the next (fails then).
+#[test]
+fn dev_works_and_each_sandbox_has_its_own_terminals() {
+    let Some(h) = Harness::new("dev_and_devpts") else {
+        return;
+    };
+    let devices = format!(
+        "echo x > /dev/null && echo null-ok; head -c 4 /dev/zero | wc -c; \
+         head -c 4 /dev/urandom | wc -c; ls -l /dev/ptmx; \
+         {PYTHON} -c 'import os; m, s = os.openpty(); print(\"pty\", os.ttyname(s))'; \
+         touch /dev/nexus-probe 2>/dev/null && echo WROTE-DEV; ls /dev/pts | tr \"\\n\" \" \"; echo"
+    );
+    for tree in [None, Some(h.root_tree())] {
+        let mode = if tree.is_some() { "tree" } else { "bwrap" };
+        let options = Options {
+            tree,
+            ..Options::default()
+        };
+        let finished = h.run(&devices, &options);
+        let log = finished.log;
+        assert!(log.contains("null-ok\n4\n4\n"), "{mode}: {log}");
+        assert!(log.contains("/dev/ptmx -> pts/ptmx"), "{mode}: {log}");
+        assert!(log.contains("pty /dev/pts/0"), "{mode}: {log}");
+        assert!(
+            !log.contains("WROTE-DEV"),
+            "{mode}: /dev is read-only: {log}"
+        );
+
+        // A sandbox holding a terminal open, and another one looking at /dev/pts.
+        let holder = format!(
+            "{PYTHON} -c 'import os, time; m, s = os.openpty(); open(\"ready\", \"w\").close(); time.sleep(30)'"
+        );
+        let (running, _) = h.start(&holder, &options).expect("launch the holder");
+        assert!(
+            running.wait_for_file("ready", Duration::from_secs(10)),
+            "{mode}: {}",
+            running.log()
+        );
+        let other = h.run("ls /dev/pts | tr '\\n' ' '; echo end", &options);
+        assert!(
+            other.log.lines().any(|line| line.trim() == "ptmx end"),
+            "{mode}: another sandbox's terminal is visible: {}",
+            other.log
+        );
+        drop(running);
+    }
+}

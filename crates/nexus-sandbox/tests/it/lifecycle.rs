@@ -236,19 +236,33 @@ fn failed_launches_leave_nothing_behind() {
 }
 
 /// Prints launch timings (not asserted): launch() returning, and the first byte of the
-/// command's output, over 20 runs; plain bwrap for comparison.
+/// command's output, over 20 runs of each way of making the root (bwrap alone, the
+/// launcher's shared tree); plain bwrap for comparison.
 #[test]
 fn launch_timings() {
     let Some(h) = Harness::new("timings") else {
         return;
     };
+    for tree in [None, Some(h.root_tree())] {
+        launch_timings_of(&h, tree);
+    }
+}
+
+#[expect(
+    clippy::print_stderr,
+    reason = "timings are printed for the reader, never asserted"
+)]
+fn launch_timings_of(h: &Harness, tree: Option<std::path::PathBuf>) {
+    let mode = if tree.is_some() { "tree" } else { "bwrap" };
+    let options = Options {
+        tree,
+        ..Options::default()
+    };
     let mut returned = Vec::new();
     let mut first_output = Vec::new();
     for _ in 0..20 {
         let start = Instant::now();
-        let (running, _) = h
-            .start("echo ready; sleep 1000", &Options::default())
-            .expect("launch");
+        let (running, _) = h.start("echo ready; sleep 1000", &options).expect("launch");
         returned.push(start.elapsed());
         let log = running.launched().log_path.clone();
         while std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) == 0 {
@@ -282,7 +296,7 @@ fn launch_timings() {
         samples[index]
     };
     eprintln!(
-        "TIMING launch() returned: p50 {:?} p90 {:?}; first output: p50 {:?} p90 {:?}; \
+        "TIMING ({mode}) launch() returned: p50 {:?} p90 {:?}; first output: p50 {:?} p90 {:?}; \
          plain `bwrap true` round trip: p50 {:?} p90 {:?}",
         p(&mut returned, 0.5),
         p(&mut returned, 0.9),
@@ -291,4 +305,43 @@ fn launch_timings() {
         p(&mut plain, 0.5),
         p(&mut plain, 0.9),
     );
+}
+
+/// A running sandbox can be renamed (a sandbox from the warm pool gets its name so), and
+/// only its own host name changes: the daemon's and another sandbox's stay.
+#[test]
+fn a_running_sandbox_can_be_renamed() {
+    let Some(h) = Harness::new("rename") else {
+        return;
+    };
+    let script = "hostname > before; touch ready; \
+                  while [ ! -e go ]; do sleep 0.01; done; hostname > after; touch done; sleep 30";
+    let (running, _) = h.start(script, &Options::default()).expect("launch");
+    let (other, _) = h
+        .start(script, &Options::default())
+        .expect("launch another");
+    for sandbox in [&running, &other] {
+        assert!(
+            sandbox.wait_for_file("ready", Duration::from_secs(10)),
+            "{}",
+            sandbox.log()
+        );
+    }
+    let host_before = nix::unistd::gethostname().expect("hostname");
+    launch::set_hostname(&running.launched().process, "renamed-sandbox").expect("rename");
+    assert!(matches!(
+        launch::set_hostname(&running.launched().process, "not valid"),
+        Err(launch::HostnameError::Invalid(_))
+    ));
+    for sandbox in [&running, &other] {
+        std::fs::write(sandbox.workspace.join("go"), "").expect("go");
+        assert!(sandbox.wait_for_file("done", Duration::from_secs(10)));
+    }
+    let read = |sandbox: &crate::support::Running, file: &str| {
+        std::fs::read_to_string(sandbox.workspace.join(file)).expect("read")
+    };
+    assert_eq!(read(&running, "after"), "renamed-sandbox\n");
+    assert_eq!(read(&other, "after"), read(&other, "before"));
+    assert_ne!(read(&running, "before"), "renamed-sandbox\n");
+    assert_eq!(nix::unistd::gethostname().expect("hostname"), host_before);
 }
