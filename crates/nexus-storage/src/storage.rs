@@ -105,28 +105,56 @@ impl WorkspaceStorage {
 
     /// Creates the empty tree `generation` of `workspace` (a subvolume on btrfs), mode
     /// 0755, owned by the caller; giving it to the sandbox's user is the caller's job.
+    ///
+    /// The first tree of a new workspace is built with the workspace around it under a
+    /// temporary name and published by one rename and one `fsync` of the workspaces
+    /// directory, instead of one `fsync` per directory level (three, each a journal
+    /// commit: 0.3 ms on a quiet disk here, over 3 ms while other writes are pending).
+    /// That one `fsync` covers the directories made inside before it on the filesystems
+    /// the backends run on: ext4 and XFS commit their journals in order, and btrfs logs a
+    /// new directory's new subdirectories with it.
     pub fn create_tree(&self, workspace: &str, generation: u64) -> Result<PathBuf> {
         let path = self.tree_path(workspace, generation)?;
-        let parent = self.ensure_parent(workspace, TREES)?;
-        let name = generation.to_string();
+        let root = open_existing(&self.root)?;
+        let workspace_path = self.root.join(workspace);
         let backend = self.backend;
-        publish(
-            parent.as_fd(),
-            &path,
-            &name,
-            self.on_btrfs(),
-            |parent, temp, temp_path| {
-                if backend == Backend::Btrfs {
-                    btrfs::create_subvolume(parent, temp)
-                        .map_err(sys("create subvolume", temp_path))?;
-                } else {
-                    mkdirat(parent, temp, Mode::from_bits_truncate(0o755))
+        let name = generation.to_string();
+        if !exists(root.as_fd(), OsStr::new(workspace), &workspace_path)? {
+            publish(
+                root.as_fd(),
+                &workspace_path,
+                workspace,
+                self.on_btrfs(),
+                |parent, temp, temp_path| {
+                    mkdirat(parent, temp, Mode::from_bits_truncate(DIR_MODE))
                         .map_err(sys("create", temp_path))?;
-                }
-                let dir = remove::open_dir(parent, temp, temp_path)?;
-                fchmod(&dir, Mode::from_bits_truncate(0o755)).map_err(sys("chmod", temp_path))
-            },
-        )?;
+                    let dir = remove::open_dir(parent, temp, temp_path)?;
+                    let trees_path = temp_path.join(TREES);
+                    mkdirat(&dir, TREES, Mode::from_bits_truncate(DIR_MODE))
+                        .map_err(sys("create", &trees_path))?;
+                    let trees = remove::open_dir(dir.as_fd(), OsStr::new(TREES), &trees_path)?;
+                    make_tree(
+                        backend,
+                        trees.as_fd(),
+                        OsStr::new(&name),
+                        &trees_path.join(&name),
+                    )
+                },
+            )?;
+        } else {
+            let parent = ensure_dir(
+                open_existing(&workspace_path)?.as_fd(),
+                OsStr::new(TREES),
+                &workspace_path.join(TREES),
+            )?;
+            publish(
+                parent.as_fd(),
+                &path,
+                &name,
+                self.on_btrfs(),
+                |parent, temp, temp_path| make_tree(backend, parent, temp, temp_path),
+            )?;
+        }
         tracing::info!(workspace, generation, backend = %self.backend, "created workspace tree");
         Ok(path)
     }
@@ -556,6 +584,18 @@ fn publish(
         return Err(error);
     }
     nix::unistd::fsync(parent).map_err(sys("sync", path.parent().unwrap_or(path)))
+}
+
+/// Makes the empty tree `name` in `parent` (shown as `path`): a subvolume on btrfs, else
+/// a directory; mode 0755 whatever the umask.
+fn make_tree(backend: Backend, parent: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Result<()> {
+    if backend == Backend::Btrfs {
+        btrfs::create_subvolume(parent, name).map_err(sys("create subvolume", path))?;
+    } else {
+        mkdirat(parent, name, Mode::from_bits_truncate(0o755)).map_err(sys("create", path))?;
+    }
+    let dir = remove::open_dir(parent, name, path)?;
+    fchmod(&dir, Mode::from_bits_truncate(0o755)).map_err(sys("chmod", path))
 }
 
 /// A fresh temporary name for `name`: `.tmp-<name>-<16 hex digits>`.
