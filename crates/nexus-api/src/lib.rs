@@ -27,7 +27,9 @@ pub use sandbox::{
     SandboxList, SandboxUsage,
 };
 pub use stats::SandboxStats;
-pub use system::{DaemonPaths, DaemonStatus, DatabaseHealth, DatabaseStatus, Health, HealthStatus};
+pub use system::{
+    DaemonPaths, DaemonStatus, DatabaseHealth, DatabaseStatus, Health, HealthStatus, WarmPoolStatus,
+};
 pub use terminal::{CreateTerminalRequest, TerminalInfo, TerminalList};
 pub use workspace::{
     CreateSnapshotRequest, CreateWorkspaceRequest, ForkSandboxRequest, ForkWorkspaceRequest,

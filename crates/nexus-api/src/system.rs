@@ -42,7 +42,7 @@ pub struct DatabaseHealth {
 }
 
 /// `GET /v1/status`: everything an operator wants to know about the daemon.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DaemonStatus {
     /// `ok` or `degraded`.
     pub status: HealthStatus,
@@ -63,6 +63,37 @@ pub struct DaemonStatus {
     pub database: DatabaseStatus,
     /// Where the daemon keeps its files.
     pub paths: DaemonPaths,
+    /// The warm pool, one entry per profile of `warm_pool` in `nexus.yaml` (empty when
+    /// none is configured, the default).
+    #[serde(default)]
+    pub warm_pool: Vec<WarmPoolStatus>,
+}
+
+/// One profile of the warm pool: sandboxes started ahead of need, handed out by a
+/// create request that asks for exactly this kind of sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WarmPoolStatus {
+    /// Image of its sandboxes.
+    #[schema(example = "host")]
+    pub image: String,
+    /// Driver of its sandboxes.
+    #[schema(example = "bwrap")]
+    pub driver: String,
+    /// Limits of its sandboxes, defaults applied; a create must ask for these.
+    pub limits: crate::LimitsBody,
+    /// Network policy of its sandboxes, defaults applied; a create must ask for this.
+    pub network: crate::network::NetworkPolicyBody,
+    /// Sandboxes it keeps ready.
+    pub size: usize,
+    /// Sandboxes ready now.
+    pub ready: usize,
+    /// Memory the ready sandboxes use together, bytes (their cgroups' `memory.current`);
+    /// absent when this host cannot measure it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Why it cannot be filled right now (it retries, at least once a minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The database part of [`DaemonStatus`].

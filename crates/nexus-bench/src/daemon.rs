@@ -77,18 +77,28 @@ impl Daemon {
     /// Starts `nexusd --listen 127.0.0.1:0 --log-format json` with temporary XDG
     /// directories and waits until it listens.
     pub async fn start(bins: &Binaries) -> anyhow::Result<Self> {
-        Self::start_in(bins, None).await
+        Self::start_in(bins, None, None).await
+    }
+
+    /// Like [`Daemon::start`], with `yaml` as its `nexus.yaml`.
+    pub async fn start_with_config(bins: &Binaries, yaml: &str) -> anyhow::Result<Self> {
+        Self::start_in(bins, None, Some(yaml)).await
     }
 
     /// Like [`Daemon::start`], with `XDG_DATA_HOME` (where workspaces live) at
     /// `data_home` instead of in the temporary directory, e.g. on another filesystem.
     /// It must be traversable (0711) by the sandboxes' uids.
     pub async fn start_with_data_home(bins: &Binaries, data_home: &Path) -> anyhow::Result<Self> {
-        Self::start_in(bins, Some(data_home)).await
+        Self::start_in(bins, Some(data_home), None).await
     }
 
-    /// Starts it with `XDG_DATA_HOME` at `data_home`, or in the temporary directory.
-    async fn start_in(bins: &Binaries, data_home: Option<&Path>) -> anyhow::Result<Self> {
+    /// Starts it with `XDG_DATA_HOME` at `data_home`, or in the temporary directory, and
+    /// `config` as its `nexus.yaml`, or none.
+    async fn start_in(
+        bins: &Binaries,
+        data_home: Option<&Path>,
+        config: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let dirs = tempfile::Builder::new()
             .prefix("nexus-bench-")
             .tempdir()
@@ -97,6 +107,14 @@ impl Daemon {
         // workspaces under XDG_DATA_HOME: traversable, never listable.
         std::fs::set_permissions(dirs.path(), std::fs::Permissions::from_mode(0o711))
             .with_context(|| format!("cannot chmod 0711 {}", dirs.path().display()))?;
+        if let Some(yaml) = config {
+            let config_dir = dirs.path().join("config").join("nexus");
+            std::fs::create_dir_all(&config_dir)
+                .with_context(|| format!("cannot create {}", config_dir.display()))?;
+            let file = config_dir.join("nexus.yaml");
+            std::fs::write(&file, yaml)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+        }
         let log_path = dirs.path().join("nexusd.log");
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
@@ -162,6 +180,15 @@ impl Daemon {
             .unwrap_or_default()
             .lines()
             .filter_map(created_sandbox_id)
+            .collect()
+    }
+
+    /// Ids of every sandbox the daemon logged as ready in its warm pool, claimed or not.
+    pub fn logged_pool_ids(&self) -> BTreeSet<String> {
+        std::fs::read_to_string(self.log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| logged_id(line, "warm pool sandbox ready"))
             .collect()
     }
 
@@ -240,9 +267,14 @@ fn listening_addr(line: &str) -> Option<String> {
 
 /// The sandbox id of a JSON log line saying a sandbox was created.
 fn created_sandbox_id(line: &str) -> Option<String> {
+    logged_id(line, "sandbox created")
+}
+
+/// The sandbox id of a JSON log line whose message is `message`.
+fn logged_id(line: &str, message: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     let fields = value.get("fields")?;
-    if fields.get("message")?.as_str()? != "sandbox created" {
+    if fields.get("message")?.as_str()? != message {
         return None;
     }
     fields.get("sandbox_id")?.as_str().map(str::to_owned)
@@ -269,5 +301,11 @@ mod tests {
         assert_eq!(created_sandbox_id(line).as_deref(), Some("sb-1"));
         let running = r#"{"fields":{"message":"sandbox running","sandbox_id":"sb-1"}}"#;
         assert_eq!(created_sandbox_id(running), None);
+        let pooled = r#"{"fields":{"message":"warm pool sandbox ready","sandbox_id":"sb-2"}}"#;
+        assert_eq!(
+            logged_id(pooled, "warm pool sandbox ready").as_deref(),
+            Some("sb-2")
+        );
+        assert_eq!(created_sandbox_id(pooled), None);
     }
 }

@@ -49,6 +49,13 @@
 //! the direct one in the peers table; the transparent download has a target of
 //! ≥ 1024 MiB/s.
 //!
+//! # Warm pool (issue 8)
+//!
+//! After the main daemon stops, `pooled` starts another whose `nexus.yaml` keeps two
+//! default sandboxes ready and times `create_running_pooled`: the `create_running`
+//! request, each time once the pool is full again, noting how many creates the pool
+//! served and the memory its full complement of sandboxes uses.
+//!
 //! Heavy operations (transfers, snapshots, restores, forks, downloads) run
 //! `heavy_iterations` times: at most 5 in quick mode, 10 in full mode.
 
@@ -64,6 +71,7 @@ mod mcp;
 mod measure;
 mod memory;
 mod peers;
+mod pooled;
 mod report;
 mod stats;
 mod workspaces;
@@ -133,6 +141,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         bail!("interrupted; the sandboxes of this run are deleted and nexusd is stopped");
     };
+
+    progress(&format!(
+        "create_running from a warm pool of 2, {} times",
+        plan.iterations
+    ));
+    tokio::select! {
+        (pooled_op, pooled_notes) = pooled::measure(&bins, plan.iterations) => {
+            operations.push(pooled_op);
+            notes.extend(pooled_notes);
+        }
+        _ = tokio::signal::ctrl_c() => bail!("interrupted while measuring the warm pool"),
+    }
 
     progress(&format!(
         "workspaces on btrfs: snapshot, fork and restore, {} times each",

@@ -193,6 +193,12 @@ impl Report {
         self.targets = vec![
             self.latency_target("create→running p50", "≤ 15 ms", "create_running", 15.0),
             self.latency_target(
+                "create→running from the warm pool p50 (issue 8)",
+                "≤ 2 ms",
+                "create_running_pooled",
+                2.0,
+            ),
+            self.latency_target(
                 "exec round trip of `true` p50",
                 "≤ 2 ms",
                 "exec_true_api",

@@ -30,7 +30,7 @@ pub use storage::{
     ImageBuilder, ImageStorage, KnownWorkspace, QuotaStatus, StorageBackend, StorageFault,
     StorageFaultKind, WorkspaceStorage,
 };
-pub use store::{DatabaseInfo, RuntimeUpdate, Store, StoreError, Transition};
+pub use store::{DatabaseInfo, PoolClaim, RuntimeUpdate, Store, StoreError, Transition};
 pub use workspace::{
     Snapshot, SnapshotId, SnapshotName, Workspace, WorkspaceId, WorkspaceMount, WorkspaceName,
 };

@@ -47,6 +47,27 @@ impl SandboxName {
         Self(format!("sandbox-{:06x}", random_u64() & 0xff_ffff))
     }
 
+    /// The name of a sandbox waiting in the warm pool, e.g. `0pool-3f9a1c0e5b7d2a64`.
+    /// It starts with a digit, so [`SandboxName::parse`] refuses it and no user's name can
+    /// ever collide with it, yet it is a valid host name (the driver names the sandbox's
+    /// host after it until the sandbox is claimed and renamed). See `service::pool`.
+    pub fn placeholder() -> Self {
+        Self(placeholder_text())
+    }
+
+    /// Whether this is a warm-pool [`placeholder`](Self::placeholder).
+    pub fn is_placeholder(&self) -> bool {
+        is_placeholder(&self.0)
+    }
+
+    /// A name as a store recorded it: a user's name or a pool placeholder.
+    pub fn parse_stored(text: &str) -> Result<Self, String> {
+        if is_placeholder(text) {
+            return Ok(Self(text.to_owned()));
+        }
+        Self::parse(text)
+    }
+
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -270,6 +291,19 @@ fn random_u64() -> u64 {
     rand::random()
 }
 
+/// How every warm-pool placeholder name starts (sandboxes and workspaces alike).
+const PLACEHOLDER_PREFIX: &str = "0pool-";
+
+/// Whether `text` is a warm-pool placeholder: [`PLACEHOLDER_PREFIX`] and 16 hex digits.
+pub(crate) fn is_placeholder(text: &str) -> bool {
+    crate::id::is_prefixed_hex(text, PLACEHOLDER_PREFIX)
+}
+
+/// A fresh placeholder text, for sandbox and workspace names.
+pub(crate) fn placeholder_text() -> String {
+    format!("{PLACEHOLDER_PREFIX}{:016x}", random_u64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +325,27 @@ mod tests {
         for bad in ["", "Web", "1abc", "a_b", "abc-", &"a".repeat(64)] {
             assert!(SandboxName::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn pool_placeholders_are_stored_names_no_user_can_choose() {
+        let placeholder = SandboxName::placeholder();
+        assert!(placeholder.is_placeholder());
+        assert!(SandboxName::parse(placeholder.as_str()).is_err());
+        assert_eq!(
+            SandboxName::parse_stored(placeholder.as_str()),
+            Ok(placeholder.clone())
+        );
+        assert!(SandboxName::parse_stored("web").is_ok_and(|n| !n.is_placeholder()));
+        assert!(SandboxName::parse_stored("0pool-nothex").is_err());
+        // A host name: letters, digits and '-', at most 63.
+        assert!(placeholder.as_str().len() <= 63);
+        assert!(
+            placeholder
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `Store` trait: durable state behind an interface that SQLite implements now
 //! and PostgreSQL can implement later.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
@@ -171,6 +172,12 @@ pub enum StoreError {
         /// Every sandbox on it, oldest first.
         sandboxes: Vec<SandboxId>,
     },
+    /// A claim named a sandbox that is not (or no longer) waiting in the warm pool.
+    #[error("sandbox {id} is not a warm-pool sandbox waiting to be claimed")]
+    NotPooled {
+        /// The sandbox.
+        id: SandboxId,
+    },
     /// The backend failed.
     #[error("database error")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -314,6 +321,67 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Every sandbox whose image is `name`, oldest first.
     async fn sandboxes_using_image(&self, name: &str) -> Result<Vec<SandboxId>, StoreError>;
+
+    /// Hands a warm-pool sandbox (one whose name is a placeholder) to a user, in one
+    /// transaction: the sandbox takes the claim's name, environment, labels and TTL, its
+    /// `created_at`, `updated_at` and `started_at` become `claim.at`, and its workspace
+    /// takes `claim.workspace_name` (and `claim.at` as its times). Fails with
+    /// [`StoreError::NotPooled`] when the sandbox is gone or already claimed,
+    /// [`StoreError::NameTaken`] or [`StoreError::WorkspaceNameTaken`] when a name is in
+    /// use; nothing changes then. Returns the sandbox as stored afterwards.
+    async fn claim_pooled_sandbox(&self, claim: &PoolClaim) -> Result<Sandbox, StoreError>;
+}
+
+/// What a claimed warm-pool sandbox becomes: see [`Store::claim_pooled_sandbox`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolClaim {
+    /// The pooled sandbox.
+    pub id: SandboxId,
+    /// Its name from now on.
+    pub name: SandboxName,
+    /// Its environment.
+    pub env: BTreeMap<String, String>,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its TTL, counted from `at`.
+    pub ttl_seconds: Option<u64>,
+    /// The moment of the claim: its creation and start, as far as the user can tell.
+    pub at: Timestamp,
+    /// The new name of its workspace.
+    pub workspace_name: WorkspaceName,
+}
+
+impl PoolClaim {
+    /// Applies the claim to a pooled sandbox and its workspace as read from a store,
+    /// checking that the sandbox is still pooled and the workspace is its own. Every store
+    /// implementation goes through this, so they agree. Name uniqueness is the store's.
+    pub fn apply_to(
+        &self,
+        sandbox: &mut Sandbox,
+        workspace: &mut Workspace,
+    ) -> Result<(), StoreError> {
+        if !sandbox.spec.name.is_placeholder()
+            || sandbox.spec.workspace.as_ref() != Some(&workspace.id)
+            || workspace.owner.as_ref() != Some(&sandbox.id)
+        {
+            return Err(StoreError::NotPooled {
+                id: self.id.clone(),
+            });
+        }
+        sandbox.spec.name = self.name.clone();
+        sandbox.spec.env = self.env.clone();
+        sandbox.spec.labels = self.labels.clone();
+        sandbox.spec.ttl_seconds = self.ttl_seconds;
+        sandbox.created_at = self.at;
+        sandbox.updated_at = self.at;
+        if sandbox.started_at.is_some() {
+            sandbox.started_at = Some(self.at);
+        }
+        workspace.name = self.workspace_name.clone();
+        workspace.created_at = self.at;
+        workspace.updated_at = self.at;
+        Ok(())
+    }
 }
 
 /// A state change of one sandbox, applied only if it is still in `from` and the state

@@ -45,6 +45,26 @@ impl WorkspaceName {
         ))
     }
 
+    /// The name of a warm-pool sandbox's workspace until the sandbox is claimed, shaped
+    /// like [`SandboxName::placeholder`]: refused by [`WorkspaceName::parse`], so no user
+    /// workspace can collide with it, and hidden from every listing.
+    pub fn placeholder() -> Self {
+        Self(crate::sandbox::placeholder_text())
+    }
+
+    /// Whether this is a warm-pool [`placeholder`](Self::placeholder).
+    pub fn is_placeholder(&self) -> bool {
+        crate::sandbox::is_placeholder(&self.0)
+    }
+
+    /// A name as a store recorded it: a user's name or a pool placeholder.
+    pub fn parse_stored(text: &str) -> Result<Self, String> {
+        if crate::sandbox::is_placeholder(text) {
+            return Ok(Self(text.to_owned()));
+        }
+        Self::parse(text)
+    }
+
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use nexus_core::{
-    DriverKind, Limits, NetworkSpec, Sandbox, SandboxId, SandboxName, SandboxSpec, SandboxState,
-    StoreError, Timestamp, Transition, WorkspaceId,
+    DriverKind, Limits, NetworkSpec, PoolClaim, Sandbox, SandboxId, SandboxName, SandboxSpec,
+    SandboxState, StoreError, Timestamp, Transition, WorkspaceId,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
@@ -167,6 +167,76 @@ pub(crate) fn set_network(
     Ok(sandbox)
 }
 
+/// Claims a warm-pool sandbox in one write transaction: both rows are read, checked by
+/// [`PoolClaim::apply_to`], and rewritten; a taken name is [`StoreError::NameTaken`] or
+/// [`StoreError::WorkspaceNameTaken`] and rolls everything back.
+pub(crate) fn claim(
+    conn: &mut Connection,
+    path: &Path,
+    claim: &PoolClaim,
+) -> Result<Sandbox, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql("begin a transaction on", path))?;
+    let not_pooled = || StoreError::NotPooled {
+        id: claim.id.clone(),
+    };
+    let mut sandbox = query_one(&tx, path, "id", claim.id.as_str())?.ok_or_else(not_pooled)?;
+    let ws_id = sandbox.spec.workspace.clone().ok_or_else(not_pooled)?;
+    let mut workspace = workspaces::by_id(&tx, path, &ws_id)?.ok_or_else(not_pooled)?;
+    claim.apply_to(&mut sandbox, &mut workspace)?;
+    let renamed = tx.execute(
+        "UPDATE sandboxes SET name = ?2, env = ?3, labels = ?4, ttl_seconds = ?5, \
+         created_at = ?6, updated_at = ?7, started_at = ?8 WHERE id = ?1",
+        params![
+            sandbox.id.as_str(),
+            sandbox.spec.name.as_str(),
+            to_json(&sandbox.spec.env),
+            to_json(&sandbox.spec.labels),
+            sandbox.spec.ttl_seconds.map(to_i64),
+            sandbox.created_at.0,
+            sandbox.updated_at.0,
+            sandbox.started_at.map(|t| t.0),
+        ],
+    );
+    match renamed {
+        Ok(_) => {}
+        Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation
+                && msg.contains("sandboxes.name") =>
+        {
+            return Err(StoreError::NameTaken {
+                name: claim.name.to_string(),
+            });
+        }
+        Err(e) => return Err(sql("claim a pooled sandbox in", path)(e)),
+    }
+    let renamed = tx.execute(
+        "UPDATE workspaces SET name = ?2, created_at = ?3, updated_at = ?4 WHERE id = ?1",
+        params![
+            workspace.id.as_str(),
+            workspace.name.as_str(),
+            workspace.created_at.0,
+            workspace.updated_at.0,
+        ],
+    );
+    match renamed {
+        Ok(_) => {}
+        Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation
+                && msg.contains("workspaces.name") =>
+        {
+            return Err(StoreError::WorkspaceNameTaken {
+                name: claim.workspace_name.to_string(),
+            });
+        }
+        Err(e) => return Err(sql("rename a pooled sandbox's workspace in", path)(e)),
+    }
+    tx.commit()
+        .map_err(sql("commit a pooled sandbox's claim to", path))?;
+    Ok(sandbox)
+}
+
 fn network_to_json(network: &NetworkSpec) -> String {
     serde_json::to_string(network).expect("lists of strings always serialize")
 }
@@ -208,7 +278,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<Sandbox, String>> {
         Ok(Sandbox {
             id: SandboxId::parse(&id).ok_or_else(|| format!("bad sandbox id {id:?}"))?,
             spec: SandboxSpec {
-                name: SandboxName::parse(&name)?,
+                name: SandboxName::parse_stored(&name)?,
                 image: row.get(2).map_err(|e| e.to_string())?,
                 driver: DriverKind::parse(&driver)
                     .ok_or_else(|| format!("unknown driver {driver:?} of {id}"))?,

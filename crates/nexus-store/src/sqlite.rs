@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use nexus_core::{
-    DatabaseInfo, Image, ImageId, ImageName, NetworkSpec, Sandbox, SandboxId, SandboxName,
-    Snapshot, SnapshotId, SnapshotName, Store, StoreError, Timestamp, Transition, Workspace,
-    WorkspaceId, WorkspaceName,
+    DatabaseInfo, Image, ImageId, ImageName, NetworkSpec, PoolClaim, Sandbox, SandboxId,
+    SandboxName, Snapshot, SnapshotId, SnapshotName, Store, StoreError, Timestamp, Transition,
+    Workspace, WorkspaceId, WorkspaceName,
 };
 use rusqlite::Connection;
 
@@ -305,6 +305,12 @@ impl Store for SqliteStore {
     async fn sandboxes_using_image(&self, name: &str) -> Result<Vec<SandboxId>, StoreError> {
         let name = name.to_owned();
         self.with_connection(move |conn, path| images::using(conn, path, &name))
+            .await
+    }
+
+    async fn claim_pooled_sandbox(&self, claim: &PoolClaim) -> Result<Sandbox, StoreError> {
+        let claim = claim.clone();
+        self.with_connection(move |conn, path| sandboxes::claim(conn, path, &claim))
             .await
     }
 }

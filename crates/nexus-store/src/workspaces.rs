@@ -250,7 +250,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<Workspace, String>> {
     let decoded = (|| {
         Ok(Workspace {
             id: WorkspaceId::parse(&id).ok_or_else(|| format!("bad workspace id {id:?}"))?,
-            name: WorkspaceName::parse(&name)?,
+            name: WorkspaceName::parse_stored(&name)?,
             generation: get_u64(row, 2)?,
             quota_mib: opt_u64(row, 3)?,
             labels: from_json(&labels)?,
@@ -296,6 +296,7 @@ mod tests {
         sandboxes_need_recorded_workspaces,
         images_round_trip_and_are_kept_while_used,
         network_policies_round_trip_and_are_replaced,
+        pooled_sandboxes_are_claimed_in_one_change,
     );
 
     #[tokio::test]

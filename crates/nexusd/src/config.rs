@@ -48,6 +48,8 @@ pub struct Config {
     pub mcp: McpConfig,
     /// `/metrics`: how many sandboxes get series of their own.
     pub metrics: MetricsConfig,
+    /// Sandboxes kept started ahead of need (see `pool_config`); none by default.
+    pub warm_pool: Vec<nexus_core::service::PoolProfile>,
 }
 
 /// The `metrics` section, checked.
@@ -295,6 +297,9 @@ pub struct FileConfig {
     /// Prometheus metrics at `/metrics`.
     #[serde(default)]
     pub metrics: FileMetrics,
+    /// Sandboxes kept started ahead of need, per image, limits and network policy.
+    #[serde(default)]
+    pub warm_pool: Vec<crate::pool_config::FileWarmPool>,
 }
 
 /// The default grace period at shutdown (as in the deployment guide's `shutdown_timeout`).
@@ -327,7 +332,8 @@ impl Config {
         let default_listen: SocketAddr = nexus_api::DEFAULT_LISTEN
             .parse()
             .expect("the default listen address is valid");
-        Ok(Self {
+        let warm_pool = file.warm_pool;
+        let mut config = Self {
             listen: args.listen.or(file.listen).unwrap_or(default_listen),
             shutdown_timeout: args
                 .shutdown_timeout
@@ -357,6 +363,7 @@ impl Config {
                     .map_err(|e| anyhow::anyhow!("invalid uid_range {text:?}: {e}"))?,
                 None => DEFAULT_UID_RANGE,
             },
+            warm_pool: Vec::new(),
             network: file.network.check()?,
             mcp: file.mcp.check()?,
             metrics: MetricsConfig {
@@ -365,7 +372,13 @@ impl Config {
                     .max_sandboxes
                     .unwrap_or(DEFAULT_METRICS_MAX_SANDBOXES),
             },
-        })
+        };
+        config.warm_pool = crate::pool_config::check(
+            warm_pool,
+            nexus_core::service::ServiceConfig::default().default_tmp_mib,
+            &config.network.default,
+        )?;
+        Ok(config)
     }
 }
 

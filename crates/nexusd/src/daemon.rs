@@ -33,6 +33,8 @@ pub struct RunningDaemon {
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     ticker: JoinHandle<()>,
+    /// The warm pool's top-up tasks; aborted at shutdown.
+    pool: tokio::task::JoinSet<()>,
     pid_file: PathBuf,
 }
 
@@ -98,6 +100,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
             ServiceConfig {
                 allow_host_driver: config.allow_host_driver,
                 default_network: config.network.default.clone(),
+                warm_pool: config.warm_pool.clone(),
                 ..ServiceConfig::default()
             },
         )
@@ -124,6 +127,12 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
     if adopted > 0 {
         tracing::info!(adopted, "adopted running sandboxes");
     }
+    // The previous run's warm pool is not adopted but replaced by a fresh one, filled in
+    // the background once the daemon serves.
+    sandboxes
+        .remove_pool_leftovers()
+        .await
+        .context("cannot remove the warm pool of the previous run")?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -170,6 +179,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
     fs_err::write(&pid_file, format!("{}\n", std::process::id()))?;
 
     let (stop, mut stopped) = watch::channel(false);
+    let pool = sandboxes.spawn_warm_pool();
     let ticker = tokio::spawn(tick(sandboxes, stop.subscribe()));
     let app = crate::http::app(state);
     let server = tokio::spawn(async move {
@@ -189,6 +199,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
         stop,
         server,
         ticker,
+        pool,
         pid_file,
     })
 }
@@ -234,7 +245,7 @@ impl RunningDaemon {
 
     /// Stops accepting connections, waits up to `shutdown_timeout` for in-flight
     /// requests, then returns.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         let timeout = self.shutdown_timeout;
         tracing::info!(timeout = %humantime::format_duration(timeout), "waiting for in-flight requests");
@@ -249,6 +260,7 @@ impl RunningDaemon {
             }
         }
         self.ticker.abort();
+        self.pool.abort_all();
         if let Err(e) = std::fs::remove_file(&self.pid_file) {
             tracing::debug!(error = %e, path = %self.pid_file.display(), "pid file already gone");
         }

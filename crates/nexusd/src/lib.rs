@@ -11,6 +11,7 @@ pub mod image_build;
 pub mod logging;
 pub mod mcp;
 pub mod netlog;
+pub mod pool_config;
 pub mod state;
 pub mod storage;
 pub mod token;

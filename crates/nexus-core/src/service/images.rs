@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::{SandboxService, ServiceError};
 use crate::driver::DriverError;
 use crate::image::{HOST_IMAGE, Image, ImageId, ImageName, ImageSource};
-use crate::sandbox::{DriverKind, SandboxSpec};
+use crate::sandbox::{DriverKind, SandboxId, SandboxSpec};
 use crate::storage::{ImageStorage, StorageFault, StorageFaultKind};
 
 /// A request to import a directory of the daemon's host as an image.
@@ -201,7 +201,8 @@ impl SandboxService {
     }
 
     /// Deletes an image and its tree. Refused while any sandbox (in any state) is on it,
-    /// naming them; `host` cannot be deleted.
+    /// naming them; `host` cannot be deleted. The warm pool's sandboxes on it are
+    /// removed first (its profiles retry until an image of that name exists again).
     pub async fn delete_image(&self, id_or_name: &str) -> Result<(), ServiceError> {
         if id_or_name == HOST_IMAGE {
             return Err(ServiceError::Invalid(
@@ -209,10 +210,7 @@ impl SandboxService {
             ));
         }
         let image = self.find_image(id_or_name).await?;
-        let users = self
-            .store
-            .sandboxes_using_image(image.name.as_str())
-            .await?;
+        let users = self.user_sandboxes_on(image.name.as_str()).await?;
         if !users.is_empty() {
             return Err(ServiceError::ImageInUse(format!(
                 "image {} is used by sandbox(es) {}; delete them first",
@@ -220,6 +218,8 @@ impl SandboxService {
                 self.sandbox_names(users.iter()).await
             )));
         }
+        // No pooled sandbox starts on it from here until the delete is over.
+        let _drained = self.drain_pool_of_image(image.name.as_str()).await;
         if let Err(err) = self.store.delete_image(&image.id).await {
             return Err(match err {
                 crate::store::StoreError::ImageInUse { sandboxes, .. } => {
@@ -353,6 +353,18 @@ impl SandboxService {
         })
     }
 
+    /// The sandboxes on an image, oldest first, without the warm pool's.
+    async fn user_sandboxes_on(&self, image: &str) -> Result<Vec<SandboxId>, ServiceError> {
+        let mut users = Vec::new();
+        for id in self.store.sandboxes_using_image(image).await? {
+            match self.store.sandbox(&id).await? {
+                Some(sandbox) if sandbox.spec.name.is_placeholder() => {}
+                _ => users.push(id),
+            }
+        }
+        Ok(users)
+    }
+
     async fn image_view(
         &self,
         name: String,
@@ -361,6 +373,7 @@ impl SandboxService {
         let mut used_by = Vec::new();
         for id in self.store.sandboxes_using_image(&name).await? {
             match self.store.sandbox(&id).await? {
+                Some(sandbox) if sandbox.spec.name.is_placeholder() => {}
                 Some(sandbox) => used_by.push(sandbox.spec.name.to_string()),
                 None => used_by.push(id.to_string()),
             }

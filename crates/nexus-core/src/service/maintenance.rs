@@ -9,10 +9,14 @@ use crate::store::RuntimeUpdate;
 
 impl SandboxService {
     /// After a daemon restart: re-attaches to sandboxes whose processes survived, marks
-    /// the others crashed. Returns how many were adopted.
+    /// the others crashed. Returns how many were adopted. The previous run's warm pool is
+    /// left to [`Self::remove_pool_leftovers`].
     pub async fn adopt(&self) -> Result<usize, ServiceError> {
         let mut adopted = 0;
         for sandbox in self.store.list_sandboxes().await? {
+            if sandbox.spec.name.is_placeholder() {
+                continue;
+            }
             if !matches!(
                 sandbox.state,
                 SandboxState::Starting
@@ -80,10 +84,15 @@ impl SandboxService {
     }
 
     /// Stops running sandboxes whose `ttl_seconds` have passed, and marks crashed the
-    /// ones whose processes died. Call periodically.
+    /// ones whose processes died. A warm-pool sandbox that died is replaced instead.
+    /// Call periodically.
     pub async fn tick(&self) -> Result<(), ServiceError> {
         let now = self.clock.now();
         for sandbox in self.store.list_sandboxes().await? {
+            if sandbox.spec.name.is_placeholder() {
+                self.check_pooled(&sandbox).await;
+                continue;
+            }
             if !matches!(sandbox.state, SandboxState::Running | SandboxState::Paused) {
                 continue;
             }

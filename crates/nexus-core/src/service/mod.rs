@@ -27,6 +27,9 @@ use network::validate_network;
 #[cfg(test)]
 mod network_tests;
 mod pause;
+mod pool;
+#[cfg(test)]
+mod pool_tests;
 mod processes;
 mod stats;
 mod terminals;
@@ -37,6 +40,7 @@ mod workspaces;
 mod workspaces_tests;
 
 pub use images::{BuildImage, BuildPlan, ImageView, ImportImage};
+pub use pool::{MAX_POOL_SIZE, PoolProfile, PoolStatus};
 pub use stats::{LiveStats, StatsSample};
 pub use terminals::{AttachedTerminal, TERMINAL_CLOSE_GRACE};
 pub use workspaces::{CreateWorkspace, WorkspaceView};
@@ -59,6 +63,8 @@ pub struct ServiceConfig {
     pub agent_ready_timeout: Duration,
     /// The network policy of sandboxes whose request sets none.
     pub default_network: NetworkSpec,
+    /// The warm pool's profiles (see `service::pool`); none by default.
+    pub warm_pool: Vec<PoolProfile>,
 }
 
 impl Default for ServiceConfig {
@@ -70,6 +76,7 @@ impl Default for ServiceConfig {
             stop_grace: Duration::from_secs(5),
             agent_ready_timeout: Duration::from_secs(10),
             default_network: NetworkSpec::default(),
+            warm_pool: Vec::new(),
         }
     }
 }
@@ -269,6 +276,8 @@ pub struct SandboxService {
     isolation: Mutex<HashMap<SandboxId, Isolation>>,
     /// One lifecycle operation per sandbox at a time.
     locks: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Sandboxes started ahead of need.
+    pool: pool::WarmPool,
 }
 
 impl SandboxService {
@@ -281,6 +290,7 @@ impl SandboxService {
         config: ServiceConfig,
     ) -> Self {
         Self {
+            pool: pool::WarmPool::new(&config.warm_pool),
             store,
             drivers: drivers.into_iter().map(|d| (d.kind(), d)).collect(),
             storage,
@@ -312,7 +322,8 @@ impl SandboxService {
     }
 
     /// Validates a request, records the sandbox and, when asked, starts it. Nothing is
-    /// left behind when any step fails.
+    /// left behind when any step fails. A request that matches a warm-pool profile gets
+    /// a sandbox of the pool instead (see `service::pool`).
     pub async fn create(&self, request: CreateSandbox) -> Result<SandboxView, ServiceError> {
         self.create_with(request, SandboxId::generate(), None).await
     }
@@ -342,6 +353,11 @@ impl SandboxService {
         driver
             .check_available()
             .map_err(ServiceError::DriverUnavailable)?;
+        if prepared.is_none()
+            && let Some(view) = self.claim_from_pool(&request, &spec).await?
+        {
+            return Ok(view);
+        }
         let now = self.clock.now();
         spec.mounts = self.resolve_mounts(&request.mounts).await?;
         let (workspace, made) = match prepared {
@@ -362,12 +378,7 @@ impl SandboxService {
             started_at: None,
             runtime: None,
         };
-        if let Err(err) = self.store.insert_sandbox(&sandbox).await {
-            if made {
-                self.discard_workspace(&workspace).await;
-            }
-            return Err(err.into());
-        }
+        self.record(&sandbox, &workspace, made).await?;
         tracing::info!(sandbox_id = %sandbox.id, name = %sandbox.spec.name, driver = %sandbox.spec.driver, workspace = %workspace.name, "sandbox created");
         if !request.start {
             return Ok(SandboxView {
@@ -375,6 +386,34 @@ impl SandboxService {
                 isolation: None,
             });
         }
+        self.start_or_roll_back(sandbox, &workspace, made).await
+    }
+
+    /// Records a new sandbox; when that fails, discards its workspace if `made` for it.
+    async fn record(
+        &self,
+        sandbox: &Sandbox,
+        workspace: &Workspace,
+        made: bool,
+    ) -> Result<(), ServiceError> {
+        if let Err(err) = self.store.insert_sandbox(sandbox).await {
+            if made {
+                self.discard_workspace(workspace).await;
+            }
+            return Err(err.into());
+        }
+        Ok(())
+    }
+
+    /// Starts a just-recorded sandbox; when that fails, removes every trace of it (and
+    /// its workspace if `made` for it).
+    async fn start_or_roll_back(
+        &self,
+        sandbox: Sandbox,
+        workspace: &Workspace,
+        made: bool,
+    ) -> Result<SandboxView, ServiceError> {
+        let driver = self.driver(sandbox.spec.driver)?;
         match self.start_locked(sandbox.clone()).await {
             Ok(view) => Ok(view),
             Err(err) => {
@@ -385,7 +424,7 @@ impl SandboxService {
                 if let Err(e) = self.store.delete_sandbox(&sandbox.id).await {
                     tracing::warn!(sandbox_id = %sandbox.id, error = %e, "cannot remove the record of a failed create");
                 } else if made {
-                    self.discard_workspace(&workspace).await;
+                    self.discard_workspace(workspace).await;
                 }
                 Err(err)
             }
@@ -398,13 +437,14 @@ impl SandboxService {
         Ok(self.view(sandbox))
     }
 
-    /// Every sandbox, oldest first.
+    /// Every sandbox, oldest first (those waiting in the warm pool are nobody's yet).
     pub async fn list(&self) -> Result<Vec<SandboxView>, ServiceError> {
         Ok(self
             .store
             .list_sandboxes()
             .await?
             .into_iter()
+            .filter(|s| !s.spec.name.is_placeholder())
             .map(|s| self.view(s))
             .collect())
     }
@@ -816,6 +856,8 @@ impl SandboxService {
         Ok(result?)
     }
 
+    /// The user's sandbox with this id or name: one waiting in the warm pool is found
+    /// by neither (its placeholder name does not even parse as a name).
     async fn find(&self, id_or_name: &str) -> Result<Sandbox, ServiceError> {
         let found = match SandboxId::parse(id_or_name) {
             Some(id) => self.store.sandbox(&id).await?,
@@ -824,7 +866,9 @@ impl SandboxService {
                 Err(_) => None,
             },
         };
-        found.ok_or_else(|| ServiceError::NotFound(id_or_name.to_owned()))
+        found
+            .filter(|s| !s.spec.name.is_placeholder())
+            .ok_or_else(|| ServiceError::NotFound(id_or_name.to_owned()))
     }
 
     async fn reload(&self, id: &SandboxId) -> Result<Sandbox, ServiceError> {

@@ -27,6 +27,8 @@ pub struct LiveStats {
     pub samples: Vec<StatsSample>,
     /// Running or paused sandboxes beyond the cap, not sampled.
     pub omitted: usize,
+    /// The warm pool, profile by profile (its sandboxes are in none of the above).
+    pub warm_pool: Vec<super::PoolStatus>,
 }
 
 impl SandboxService {
@@ -44,9 +46,11 @@ impl SandboxService {
     }
 
     /// Every sandbox counted by state, and samples of at most `cap` running or paused
-    /// ones (the oldest first), so a scrape's series stay bounded however many run.
+    /// ones (the oldest first), so a scrape's series stay bounded however many run; and
+    /// the warm pool's state, whose sandboxes are counted only there.
     pub async fn live_stats(&self, cap: usize) -> Result<LiveStats, ServiceError> {
-        let sandboxes = self.store.list_sandboxes().await?;
+        let mut sandboxes = self.store.list_sandboxes().await?;
+        sandboxes.retain(|s| !s.spec.name.is_placeholder());
         let states = SandboxState::ALL
             .iter()
             .map(|&state| {
@@ -64,6 +68,7 @@ impl SandboxService {
             states,
             samples,
             omitted,
+            warm_pool: self.warm_pool_status().await,
         })
     }
 

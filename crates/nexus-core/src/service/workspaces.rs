@@ -74,10 +74,14 @@ impl SandboxService {
         self.workspace_view(workspace).await
     }
 
-    /// Every workspace, oldest first, with sizes.
+    /// Every workspace, oldest first, with sizes (not those of warm-pool sandboxes,
+    /// which are nobody's yet).
     pub async fn list_workspaces(&self) -> Result<Vec<WorkspaceView>, ServiceError> {
         let mut views = Vec::new();
         for workspace in self.store.list_workspaces().await? {
+            if workspace.name.is_placeholder() {
+                continue;
+            }
             views.push(self.workspace_view(workspace).await?);
         }
         Ok(views)
@@ -482,7 +486,7 @@ impl SandboxService {
         self.quotas().remove(&workspace.id);
     }
 
-    async fn make_workspace(&self, workspace: &Workspace) -> Result<(), ServiceError> {
+    pub(super) async fn make_workspace(&self, workspace: &Workspace) -> Result<(), ServiceError> {
         let id = workspace.id.clone();
         let generation = workspace.generation;
         self.blocking(move |s| s.create_tree(&id, generation))
@@ -620,7 +624,9 @@ impl SandboxService {
                 Err(_) => None,
             },
         };
-        found.ok_or_else(|| ServiceError::WorkspaceNotFound(id_or_name.to_owned()))
+        found
+            .filter(|w| !w.name.is_placeholder())
+            .ok_or_else(|| ServiceError::WorkspaceNotFound(id_or_name.to_owned()))
     }
 
     async fn workspace_by_id(&self, id: &WorkspaceId) -> Result<Workspace, ServiceError> {
@@ -675,7 +681,10 @@ impl SandboxService {
     }
 
     /// `base` as a workspace name, or `base-2`, `base-3`… when taken.
-    async fn free_workspace_name(&self, base: &str) -> Result<WorkspaceName, ServiceError> {
+    pub(super) async fn free_workspace_name(
+        &self,
+        base: &str,
+    ) -> Result<WorkspaceName, ServiceError> {
         let mut candidate = base.to_owned();
         let mut n = 2;
         loop {

@@ -558,3 +558,129 @@ pub async fn images_round_trip_and_are_kept_while_used(store: &dyn Store) {
     assert!(!store.delete_image(&imported.id).await.expect("again"));
     assert_eq!(store.list_images().await.expect("list"), vec![built]);
 }
+
+/// A warm-pool sandbox (placeholder names) is claimed in one change: name, env, labels,
+/// TTL, times and its workspace's name together; a taken name or a sandbox that is no
+/// longer pooled changes nothing.
+pub async fn pooled_sandboxes_are_claimed_in_one_change(store: &dyn Store) {
+    use crate::store::PoolClaim;
+    let mut ws = workspace("unused", 1_000);
+    ws.name = WorkspaceName::placeholder();
+    let mut pooled = sandbox("unused", 1_000, Some(&ws), vec![]);
+    pooled.spec.name = SandboxName::placeholder();
+    pooled.state = SandboxState::Running;
+    pooled.started_at = Some(Timestamp(1_500));
+    pooled.runtime = Some("{\"pid\":7}".into());
+    ws.owner = Some(pooled.id.clone());
+    store.insert_workspace(&ws).await.expect("insert workspace");
+    store.insert_sandbox(&pooled).await.expect("insert pooled");
+    assert_eq!(
+        store.sandbox(&pooled.id).await.expect("get"),
+        Some(pooled.clone()),
+        "a placeholder name round-trips"
+    );
+    let taken = sandbox("taken", 1_000, None, vec![]);
+    store.insert_sandbox(&taken).await.expect("insert");
+    store
+        .insert_workspace(&workspace("taken-ws", 1_000))
+        .await
+        .expect("insert");
+
+    let claim = PoolClaim {
+        id: pooled.id.clone(),
+        name: SandboxName::parse("taken").expect("valid"),
+        env: BTreeMap::from([("A".into(), "1".into())]),
+        labels: BTreeMap::from([("team".into(), "y".into())]),
+        ttl_seconds: Some(60),
+        at: Timestamp(9_000),
+        workspace_name: WorkspaceName::parse("web").expect("valid"),
+    };
+    let err = store
+        .claim_pooled_sandbox(&claim)
+        .await
+        .expect_err("name taken");
+    assert!(
+        matches!(err, StoreError::NameTaken { ref name } if name == "taken"),
+        "{err:?}"
+    );
+    let claim = PoolClaim {
+        name: SandboxName::parse("web").expect("valid"),
+        workspace_name: WorkspaceName::parse("taken-ws").expect("valid"),
+        ..claim
+    };
+    let err = store
+        .claim_pooled_sandbox(&claim)
+        .await
+        .expect_err("workspace name taken");
+    assert!(
+        matches!(err, StoreError::WorkspaceNameTaken { ref name } if name == "taken-ws"),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.sandbox(&pooled.id).await.expect("get"),
+        Some(pooled.clone()),
+        "a refused claim changes nothing"
+    );
+
+    let claim = PoolClaim {
+        workspace_name: WorkspaceName::parse("web").expect("valid"),
+        ..claim
+    };
+    let claimed = store.claim_pooled_sandbox(&claim).await.expect("claim");
+    assert_eq!(claimed.spec.name.as_str(), "web");
+    assert_eq!(claimed.spec.env, claim.env);
+    assert_eq!(claimed.spec.labels, claim.labels);
+    assert_eq!(claimed.spec.ttl_seconds, Some(60));
+    assert_eq!(
+        (claimed.created_at, claimed.updated_at, claimed.started_at),
+        (Timestamp(9_000), Timestamp(9_000), Some(Timestamp(9_000)))
+    );
+    assert_eq!(
+        (claimed.state, claimed.runtime.as_deref()),
+        (SandboxState::Running, Some("{\"pid\":7}")),
+        "the running sandbox is kept as it is"
+    );
+    assert_eq!(
+        store.sandbox(&pooled.id).await.expect("get"),
+        Some(claimed.clone())
+    );
+    assert_eq!(
+        store
+            .sandbox_by_name(&claimed.spec.name)
+            .await
+            .expect("get")
+            .map(|s| s.id),
+        Some(pooled.id.clone())
+    );
+    let renamed = store.workspace(&ws.id).await.expect("get").expect("kept");
+    assert_eq!(renamed.name.as_str(), "web");
+    assert_eq!(renamed.owner, Some(pooled.id.clone()));
+    assert_eq!(renamed.created_at, Timestamp(9_000));
+    assert_eq!(
+        store
+            .workspace_by_name(&ws.name)
+            .await
+            .expect("get")
+            .map(|w| w.id),
+        None,
+        "the placeholder is gone"
+    );
+
+    let again = PoolClaim {
+        name: SandboxName::parse("other").expect("valid"),
+        workspace_name: WorkspaceName::parse("other").expect("valid"),
+        ..claim.clone()
+    };
+    assert!(matches!(
+        store.claim_pooled_sandbox(&again).await,
+        Err(StoreError::NotPooled { id }) if id == pooled.id
+    ));
+    let missing = PoolClaim {
+        id: SandboxId::generate(),
+        ..again
+    };
+    assert!(matches!(
+        store.claim_pooled_sandbox(&missing).await,
+        Err(StoreError::NotPooled { .. })
+    ));
+}

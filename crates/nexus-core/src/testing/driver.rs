@@ -29,12 +29,32 @@ pub struct FakeDriver {
     calls: Mutex<Vec<String>>,
     terminations: Arc<Mutex<HashMap<SandboxId, usize>>>,
     usage: Mutex<Usage>,
+    fail_hostname: AtomicBool,
+    hostnames: Mutex<HashMap<SandboxId, String>>,
 }
 
 impl FakeDriver {
     /// Makes `start` fail (or succeed again).
     pub fn set_fail_start(&self, fail: bool) {
         self.fail_start.store(fail, Ordering::SeqCst);
+    }
+
+    /// Makes `set_hostname` fail (or succeed again).
+    pub fn set_fail_hostname(&self, fail: bool) {
+        self.fail_hostname.store(fail, Ordering::SeqCst);
+    }
+
+    /// The host name `set_hostname` last gave the sandbox, if it was called.
+    pub fn hostname_of(&self, id: &SandboxId) -> Option<String> {
+        self.hostnames.lock().expect("fake lock").get(id).cloned()
+    }
+
+    /// How many sandboxes were started so far (failed starts included).
+    pub fn starts(&self) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| c.starts_with("start "))
+            .count()
     }
 
     /// Makes `check_available` fail (or succeed again).
@@ -188,6 +208,26 @@ impl Driver for FakeDriver {
             "network"
         };
         self.record(call, &sandbox.id);
+        Ok(())
+    }
+
+    async fn set_hostname(
+        &self,
+        sandbox: &Sandbox,
+        _runtime: &str,
+        hostname: &str,
+    ) -> Result<(), DriverError> {
+        self.record("hostname", &sandbox.id);
+        if self.fail_hostname.load(Ordering::SeqCst) {
+            return Err(DriverError::Failed {
+                what: format!("rename the host of {}", sandbox.spec.name),
+                reason: "fake: told to fail".into(),
+            });
+        }
+        self.hostnames
+            .lock()
+            .expect("fake lock")
+            .insert(sandbox.id.clone(), hostname.to_owned());
         Ok(())
     }
 

@@ -16,7 +16,7 @@ pub use storage::{FakeImageBuilder, FakeImageStorage, FakeStorage};
 use crate::clock::{Clock, Timestamp};
 use crate::image::{Image, ImageId, ImageName};
 use crate::sandbox::{Sandbox, SandboxId, SandboxName};
-use crate::store::{DatabaseInfo, Store, StoreError, Transition, apply_generation};
+use crate::store::{DatabaseInfo, PoolClaim, Store, StoreError, Transition, apply_generation};
 use crate::workspace::{Snapshot, SnapshotId, SnapshotName, Workspace, WorkspaceId, WorkspaceName};
 
 /// A clock that only moves when told to.
@@ -416,6 +416,38 @@ impl Store for MemoryStore {
         self.check()?;
         Ok(self.tables().image_users(name))
     }
+
+    async fn claim_pooled_sandbox(&self, claim: &PoolClaim) -> Result<Sandbox, StoreError> {
+        self.check()?;
+        let mut t = self.tables();
+        let not_pooled = || StoreError::NotPooled {
+            id: claim.id.clone(),
+        };
+        let mut sandbox = t
+            .sandboxes
+            .iter()
+            .find(|s| s.id == claim.id)
+            .cloned()
+            .ok_or_else(not_pooled)?;
+        let ws_id = sandbox.spec.workspace.clone().ok_or_else(not_pooled)?;
+        let mut workspace = t.workspace_mut(&ws_id)?.clone();
+        claim.apply_to(&mut sandbox, &mut workspace)?;
+        if t.sandboxes.iter().any(|s| s.spec.name == claim.name) {
+            return Err(StoreError::NameTaken {
+                name: claim.name.to_string(),
+            });
+        }
+        if t.workspaces.iter().any(|w| w.name == claim.workspace_name) {
+            return Err(StoreError::WorkspaceNameTaken {
+                name: claim.workspace_name.to_string(),
+            });
+        }
+        for stored in t.sandboxes.iter_mut().filter(|s| s.id == claim.id) {
+            *stored = sandbox.clone();
+        }
+        *t.workspace_mut(&ws_id)? = workspace;
+        Ok(sandbox)
+    }
 }
 
 impl MemoryStore {
@@ -493,6 +525,7 @@ mod tests {
         sandboxes_need_recorded_workspaces,
         images_round_trip_and_are_kept_while_used,
         network_policies_round_trip_and_are_replaced,
+        pooled_sandboxes_are_claimed_in_one_change,
     );
 
     #[tokio::test]

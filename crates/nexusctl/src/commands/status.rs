@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use nexus_api::HealthStatus;
+use nexus_api::{HealthStatus, WarmPoolStatus};
 use nexus_client::Client;
 
 use crate::output::{Color, Output, human_bytes, human_duration};
@@ -51,5 +51,47 @@ pub async fn run(client: &Client, out: Output) -> anyhow::Result<()> {
     if let Some(token) = &status.paths.token_file {
         row("Token file", token.clone());
     }
+    for (i, pool) in status.warm_pool.iter().enumerate() {
+        let label = if i == 0 { "Warm pool" } else { "" };
+        row(label, warm_pool_line(pool));
+        if let Some(error) = &pool.error {
+            row(
+                "",
+                out.paint(&format!("  not filling: {error}"), Color::Red),
+            );
+        }
+    }
     out.text(&text)
+}
+
+/// `host (bwrap, 512 MiB, 1 cpu, 256 pids, /tmp 512 MiB): 3/4 ready, 3.1 MiB`.
+fn warm_pool_line(pool: &WarmPoolStatus) -> String {
+    let l = &pool.limits;
+    let mut shape = vec![pool.driver.clone()];
+    if let Some(m) = l.memory_mib {
+        shape.push(format!("{m} MiB"));
+    }
+    if let Some(c) = l.cpus {
+        shape.push(format!("{c} cpu"));
+    }
+    if let Some(p) = l.pids {
+        shape.push(format!("{p} pids"));
+    }
+    if let Some(t) = l.tmp_mib {
+        shape.push(format!("/tmp {t} MiB"));
+    }
+    let rules = pool.network.allow.len() + pool.network.deny.len();
+    if rules > 0 {
+        shape.push(format!("{rules} network rule(s)"));
+    }
+    let memory = pool
+        .memory_bytes
+        .map_or_else(|| "memory unmeasured".to_owned(), human_bytes);
+    format!(
+        "{} ({}): {}/{} ready, {memory}",
+        pool.image,
+        shape.join(", "),
+        pool.ready,
+        pool.size
+    )
 }

@@ -41,6 +41,29 @@ pub fn create_request(body: nexus_api::CreateSandboxRequest) -> CreateSandbox {
     }
 }
 
+/// One warm-pool profile as `GET /v1/status` shows it.
+pub fn warm_pool_status(status: nexus_core::service::PoolStatus) -> nexus_api::WarmPoolStatus {
+    let profile = status.profile;
+    nexus_api::WarmPoolStatus {
+        image: profile.image,
+        driver: profile.driver.to_string(),
+        limits: LimitsBody {
+            memory_mib: profile.limits.memory_mib,
+            cpus: profile.limits.cpus,
+            pids: profile.limits.pids,
+            tmp_mib: profile.limits.tmp_mib,
+        },
+        network: nexus_api::NetworkPolicyBody {
+            allow: profile.network.allow,
+            deny: profile.network.deny,
+        },
+        size: profile.size,
+        ready: status.ready,
+        memory_bytes: status.memory_bytes,
+        error: status.error,
+    }
+}
+
 /// A workspace as the API shows it.
 pub fn workspace_info(view: nexus_core::service::WorkspaceView) -> nexus_api::WorkspaceInfo {
     let w = view.workspace;

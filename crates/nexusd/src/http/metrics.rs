@@ -10,6 +10,11 @@
 //! left. At most `metrics.max_sandboxes` sandboxes (the oldest first) get series;
 //! `nexus_sandbox_series_omitted` says how many were left out. A counter the host cannot
 //! measure has no series for that sandbox.
+//!
+//! The warm pool's sandboxes have no series of their own and are not counted in
+//! `nexus_sandboxes`; each profile has `nexus_warm_pool_size`, `nexus_warm_pool_ready`
+//! and (where measurable) `nexus_warm_pool_memory_bytes`, labelled by `image` and
+//! `profile` (the entry's position in `warm_pool`, as two entries may share an image).
 
 use std::time::Instant;
 
@@ -249,6 +254,35 @@ fn sandbox_families(live: &LiveStats) -> Vec<MetricFamily> {
             oom.with_label_values(&labels).inc_by(kills);
         }
     }
+    let pool_labels = ["image", "profile"];
+    let pool_size = gauge(
+        "nexus_warm_pool_size",
+        "Sandboxes the warm pool keeps ready, by profile",
+        &pool_labels,
+    );
+    let pool_ready = gauge(
+        "nexus_warm_pool_ready",
+        "Warm pool sandboxes ready to be claimed, by profile",
+        &pool_labels,
+    );
+    let pool_memory = gauge(
+        "nexus_warm_pool_memory_bytes",
+        "Memory the ready warm pool sandboxes use together, by profile",
+        &pool_labels,
+    );
+    for (index, pool) in live.warm_pool.iter().enumerate() {
+        let index = index.to_string();
+        let labels = [pool.profile.image.as_str(), index.as_str()];
+        pool_size
+            .with_label_values(&labels)
+            .set(clamp(pool.profile.size as u64));
+        pool_ready
+            .with_label_values(&labels)
+            .set(clamp(pool.ready as u64));
+        if let Some(bytes) = pool.memory_bytes {
+            pool_memory.with_label_values(&labels).set(clamp(bytes));
+        }
+    }
     for collector in [
         Box::new(states) as Box<dyn prometheus::core::Collector>,
         Box::new(omitted),
@@ -261,6 +295,9 @@ fn sandbox_families(live: &LiveStats) -> Vec<MetricFamily> {
         Box::new(io_bytes),
         Box::new(io_ops),
         Box::new(oom),
+        Box::new(pool_size),
+        Box::new(pool_ready),
+        Box::new(pool_memory),
     ] {
         registry
             .register(collector)
@@ -368,6 +405,18 @@ mod tests {
                 at: Timestamp(0),
             }],
             omitted: 3,
+            warm_pool: vec![nexus_core::service::PoolStatus {
+                profile: nexus_core::service::PoolProfile {
+                    image: "host".into(),
+                    driver: DriverKind::Bwrap,
+                    limits: Default::default(),
+                    network: Default::default(),
+                    size: 4,
+                },
+                ready: 3,
+                memory_bytes: Some(3 << 20),
+                error: None,
+            }],
         };
         let text = Metrics::new().render_with(Some(&live));
         let labels = r#"id="sb-0123456789abcdef",name="web""#;
@@ -379,6 +428,12 @@ mod tests {
             format!("nexus_sandbox_memory_bytes{{{labels}}} 4096"),
             format!(r#"nexus_sandbox_io_bytes_total{{direction="read",{labels}}} 10"#),
             format!(r#"nexus_sandbox_io_bytes_total{{direction="write",{labels}}} 20"#),
+            r#"nexus_warm_pool_size{image="host",profile="0"} 4"#.to_owned(),
+            r#"nexus_warm_pool_ready{image="host",profile="0"} 3"#.to_owned(),
+            format!(
+                r#"nexus_warm_pool_memory_bytes{{image="host",profile="0"}} {}"#,
+                3 << 20
+            ),
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -61,7 +61,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     )
 }
 
-/// Everything about the running daemon: version, uptime, database, paths.
+/// Everything about the running daemon: version, uptime, database, paths, warm pool.
 #[utoipa::path(
     get,
     path = "/v1/status",
@@ -96,6 +96,13 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<DaemonStatus>,
             size_bytes: info.size_bytes,
         },
         paths: daemon.paths.clone(),
+        warm_pool: state
+            .sandboxes
+            .warm_pool_status()
+            .await
+            .into_iter()
+            .map(super::convert::warm_pool_status)
+            .collect(),
     }))
 }
 

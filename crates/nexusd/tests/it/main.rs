@@ -17,4 +17,5 @@ mod security;
 mod stats;
 mod terminal;
 mod unprivileged;
+mod warm_pool;
 mod workspaces;
