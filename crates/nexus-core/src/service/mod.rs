@@ -371,7 +371,13 @@ impl SandboxService {
         let sandbox = Sandbox {
             id,
             spec,
-            state: SandboxState::Created,
+            // A sandbox started at once is recorded `starting` (one write less on the
+            // way to `running`): `created` would never be seen.
+            state: if request.start {
+                SandboxState::Starting
+            } else {
+                SandboxState::Created
+            },
             crash_reason: None,
             created_at: now,
             updated_at: now,
@@ -405,8 +411,8 @@ impl SandboxService {
         Ok(())
     }
 
-    /// Starts a just-recorded sandbox; when that fails, removes every trace of it (and
-    /// its workspace if `made` for it).
+    /// Starts a just-recorded sandbox (recorded `starting`, or `created`); when that
+    /// fails, removes every trace of it (and its workspace if `made` for it).
     async fn start_or_roll_back(
         &self,
         sandbox: Sandbox,
@@ -414,7 +420,12 @@ impl SandboxService {
         made: bool,
     ) -> Result<SandboxView, ServiceError> {
         let driver = self.driver(sandbox.spec.driver)?;
-        match self.start_locked(sandbox.clone()).await {
+        let started = if sandbox.state == SandboxState::Starting {
+            self.launch(sandbox.clone()).await
+        } else {
+            self.start_locked(sandbox.clone()).await
+        };
+        match started {
             Ok(view) => Ok(view),
             Err(err) => {
                 // Roll back: the driver removed what it made; remove the record too.
@@ -595,6 +606,13 @@ impl SandboxService {
         let sandbox = self
             .transition(&sandbox, SandboxState::Starting, None, RuntimeUpdate::Keep)
             .await?;
+        self.launch(sandbox).await
+    }
+
+    /// Starts a sandbox recorded `starting`: the driver's start, the runtime handle
+    /// recorded, the agent's handshake, `running`.
+    async fn launch(&self, sandbox: Sandbox) -> Result<SandboxView, ServiceError> {
+        let driver = self.driver(sandbox.spec.driver)?;
         let mounts = self.mounts(&sandbox).await?;
         let started = match driver.start(&sandbox, &mounts).await {
             Ok(started) => started,
@@ -609,15 +627,21 @@ impl SandboxService {
                 return Err(ServiceError::Driver(err));
             }
         };
-        // Record the handle at once, so a daemon that dies now can still find the sandbox.
-        let recorded = self
-            .transition(
+        // Record the handle at once, so a daemon that dies now can still find the sandbox;
+        // the agent's handshake goes on meanwhile (it is used only once that is done).
+        let with_runtime = Sandbox {
+            runtime: Some(started.runtime.clone()),
+            ..sandbox.clone()
+        };
+        let (recorded, connected) = tokio::join!(
+            self.transition(
                 &sandbox,
                 SandboxState::Starting,
                 None,
                 RuntimeUpdate::Set(started.runtime.clone()),
-            )
-            .await;
+            ),
+            tokio::time::timeout(self.config.agent_ready_timeout, self.connect(&with_runtime)),
+        );
         let sandbox = match recorded {
             Ok(sandbox) => sandbox,
             Err(err) => {
@@ -630,24 +654,21 @@ impl SandboxService {
                 return Err(err);
             }
         };
-        let agent =
-            match tokio::time::timeout(self.config.agent_ready_timeout, self.connect(&sandbox))
-                .await
-            {
-                Ok(Ok(agent)) => agent,
-                Ok(Err(err)) => {
-                    return Err(self
-                        .fail_start(&sandbox, &started.runtime, err.to_string())
-                        .await);
-                }
-                Err(_) => {
-                    let reason = format!(
-                        "its agent did not answer within {:?}",
-                        self.config.agent_ready_timeout
-                    );
-                    return Err(self.fail_start(&sandbox, &started.runtime, reason).await);
-                }
-            };
+        let agent = match connected {
+            Ok(Ok(agent)) => agent,
+            Ok(Err(err)) => {
+                return Err(self
+                    .fail_start(&sandbox, &started.runtime, err.to_string())
+                    .await);
+            }
+            Err(_) => {
+                let reason = format!(
+                    "its agent did not answer within {:?}",
+                    self.config.agent_ready_timeout
+                );
+                return Err(self.fail_start(&sandbox, &started.runtime, reason).await);
+            }
+        };
         let sandbox = self
             .transition(&sandbox, SandboxState::Running, None, RuntimeUpdate::Keep)
             .await?;

@@ -481,7 +481,7 @@ impl SandboxService {
         let sandbox = Sandbox {
             id,
             spec,
-            state: SandboxState::Created,
+            state: SandboxState::Starting,
             crash_reason: None,
             created_at: now,
             updated_at: now,
