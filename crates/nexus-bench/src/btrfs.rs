@@ -21,7 +21,7 @@ const NAMES: [&str; 3] = ["snapshot_btrfs", "restore_btrfs", "workspace_fork_btr
 
 /// Measures the workspace operations on a fresh btrfs filesystem, or says why not
 /// (each operation `skipped`), plus notes for the report.
-pub async fn measure(bins: &Binaries, plan: Plan) -> (Vec<Operation>, Vec<String>) {
+pub async fn measure(bins: &Binaries, plan: &Plan) -> (Vec<Operation>, Vec<String>) {
     let skipped = |reason: String| {
         NAMES
             .iter()
@@ -158,7 +158,7 @@ impl Drop for BtrfsMount {
 /// and stops it. The daemon is stopped before this returns, so the mount is free.
 async fn on_second_daemon(
     bins: &Binaries,
-    plan: Plan,
+    plan: &Plan,
     data_home: &Path,
 ) -> (anyhow::Result<Vec<Operation>>, Vec<String>) {
     let mut daemon = match Daemon::start_with_data_home(bins, data_home).await {

@@ -57,16 +57,17 @@ static ZEROS: [u8; CHUNK] = [0; CHUNK];
 
 /// Connects timed per connect row: ten times the latency iterations (200 quick, 1,000
 /// full).
-pub fn connects(plan: Plan) -> usize {
+pub fn connects(plan: &Plan) -> usize {
     plan.iterations * 10
 }
 
 /// Measures every row, or skips them all with the reason when not root.
-pub async fn measure(plan: Plan) -> Vec<Operation> {
+pub async fn measure(plan: &Plan) -> Vec<Operation> {
     if !nix::unistd::geteuid().is_root() {
         return skip_all("needs root: the proxy makes a network namespace");
     }
-    match tokio::task::spawn_blocking(move || measure_blocking(plan)).await {
+    let plan = plan.clone();
+    match tokio::task::spawn_blocking(move || measure_blocking(&plan)).await {
         Ok(operations) => operations,
         Err(e) => skip_all(&format!("the measurement panicked: {e}")),
     }
@@ -81,7 +82,7 @@ impl AuditSink for Discard {
 }
 
 /// Everything, on the calling (blocking) thread; the proxy runs on its own runtime.
-fn measure_blocking(plan: Plan) -> Vec<Operation> {
+fn measure_blocking(plan: &Plan) -> Vec<Operation> {
     let bytes = plan.transfer_mib * 1024 * 1024;
     let servers = Server::start(echo_one_byte)
         .and_then(|echo| Ok((echo, Server::start(move |s| send_zeros(s, bytes))?)));
@@ -502,8 +503,10 @@ mod tests {
             idle: 0,
             many: 0,
             concurrency: 1,
+            curve_levels: Vec::new(),
+            curve_probes: 0,
         };
-        for op in measure_blocking(plan) {
+        for op in measure_blocking(&plan) {
             eprintln!("{}: {:?}", op.name, op.summary);
             assert_eq!(op.skipped, None, "{}", op.name);
             assert_eq!(op.first_error, None, "{}", op.name);

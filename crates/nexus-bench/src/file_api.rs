@@ -29,7 +29,7 @@ const CHUNK: usize = 1024 * 1024;
 static ZEROS: [u8; CHUNK] = [0; CHUNK];
 
 /// Measures every file operation on one fresh sandbox, which is deleted afterwards.
-pub async fn measure(lab: &Lab, plan: Plan) -> Vec<Operation> {
+pub async fn measure(lab: &Lab, plan: &Plan) -> Vec<Operation> {
     let target = match lab.create_running().await {
         Ok(info) => info,
         Err(e) => {
@@ -138,7 +138,7 @@ async fn stat_100(lab: &Lab, id: &str, n: usize) -> Operation {
 
 /// `file_download_1g` (`read_file_stream`) and `file_upload_1g` (`write_file_stream`)
 /// of a file of `plan.transfer_mib` MiB, as MiB/s.
-async fn transfers(lab: &Lab, id: &str, plan: Plan) -> [Operation; 2] {
+async fn transfers(lab: &Lab, id: &str, plan: &Plan) -> [Operation; 2] {
     let mib = plan.transfer_mib;
     let bytes = mib * 1024 * 1024;
     let note = if mib == 1024 {

@@ -1,6 +1,6 @@
 //! `nexus-bench`: starts a private `nexusd`, measures sandbox operations and their peers
 //! (plain bwrap, fork+exec, podman) in the same run, and prints the figures beside the
-//! targets of issue 3 (and of issues 4 and 5, marked so). It measures and prints; it
+//! targets of issue 3 (and of issues 4, 5 and 8, marked so). It measures and prints; it
 //! never asserts a timing.
 //!
 //! # Files and workspaces (issue 4)
@@ -49,6 +49,27 @@
 //! the direct one in the peers table; the transparent download has a target of
 //! ≥ 1024 MiB/s.
 //!
+//! # Density curve (issue 8)
+//!
+//! After `many`, on the same daemon, `curve` measures how create latency and memory grow
+//! with the sandboxes that exist at once: 1, 10 and 100 in quick mode, then 1,000 in full
+//! mode (`--curve-max N`: the powers of ten up to N, and N). At each point the population
+//! of running, idle sandboxes is filled up to it with untimed creates, `--concurrency` at
+//! a time, and kept; then `curve_create_running_at_L` times 10 (quick) or 20 (full)
+//! creates one after the other, each deleted before the next, so L sandboxes exist while
+//! each runs. `curve_host_memory_per_sandbox_at_L` is the drop of the host's
+//! `MemAvailable` since the curve started, divided by L (processes, page tables, kernel
+//! objects and the daemon's share alike). Both readings wait until `MemAvailable` has
+//! settled (less than 3 MiB over five seconds, two minutes at most): on a VM memory freed
+//! by the earlier steps can come back for tens of seconds, which made the figures
+//! negative; the start typically waits 20 to 40 s in quick mode. The report's `curve:`
+//! section adds the daemon's RSS and each fill's wall time and errors; every sandbox is
+//! deleted at the end. Two targets come from it: create p99 ≤ 50 ms with 1,000 idle
+//! sandboxes (judged only when the curve reached 1,000, so not in quick mode), and an
+//! idle overhead ≤ 3 MiB per sandbox at the largest point (judged from 100 sandboxes
+//! and with `MemAvailable` settled: it is the whole host's figure, which moves by a few
+//! MiB on its own).
+//!
 //! # Warm pool (issue 8)
 //!
 //! After the main daemon stops, `pooled` starts another whose `nexus.yaml` keeps two
@@ -62,6 +83,7 @@
 mod args;
 mod btrfs;
 mod cleanup;
+mod curve;
 mod daemon;
 mod egress;
 mod file_api;
@@ -84,6 +106,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 
 use crate::args::Args;
+use crate::curve::Curve;
 use crate::daemon::{Binaries, Daemon};
 use crate::lab::Lab;
 use crate::machine::Machine;
@@ -117,7 +140,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut daemon = Daemon::start(&bins).await?;
     let lab = Lab::new(&daemon.url, &daemon.token)?;
     let measured = tokio::select! {
-        measured = measure_nexus(&lab, &daemon, &bins, plan) => Some(measured),
+        measured = measure_nexus(&lab, &daemon, &bins, &plan) => Some(measured),
         _ = tokio::signal::ctrl_c() => None,
     };
 
@@ -135,7 +158,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ids.extend(daemon.logged_sandbox_ids());
     notes.extend(cleanup::reap(&ids).await);
     drop(daemon);
-    let Some((mut operations, idle, many)) = measured else {
+    let Some((mut operations, idle, many, curve)) = measured else {
         for note in &notes {
             progress(note);
         }
@@ -159,7 +182,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         plan.heavy_iterations
     ));
     tokio::select! {
-        (btrfs_ops, btrfs_notes) = btrfs::measure(&bins, plan) => {
+        (btrfs_ops, btrfs_notes) = btrfs::measure(&bins, &plan) => {
             operations.extend(btrfs_ops);
             notes.extend(btrfs_notes);
         }
@@ -182,12 +205,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     progress(&format!(
         "egress: {} connects direct, captured and through CONNECT; {} MiB down direct and through the proxy, {} times each",
-        egress::connects(plan),
+        egress::connects(&plan),
         plan.transfer_mib,
         plan.heavy_iterations
     ));
     tokio::select! {
-        egress = egress::measure(plan) => operations.extend(egress),
+        egress = egress::measure(&plan) => operations.extend(egress),
         _ = tokio::signal::ctrl_c() => bail!("interrupted while measuring network egress"),
     }
 
@@ -199,6 +222,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         operations,
         idle_memory: Some(idle),
         many: Some(many),
+        curve: Some(curve),
         comparisons: Vec::new(),
         targets: Vec::new(),
         notes,
@@ -222,8 +246,8 @@ async fn measure_nexus(
     lab: &Lab,
     daemon: &Daemon,
     bins: &Binaries,
-    plan: Plan,
-) -> (Vec<Operation>, IdleMemory, Many) {
+    plan: &Plan,
+) -> (Vec<Operation>, IdleMemory, Many, Curve) {
     let n = plan.iterations;
     progress(&format!("create_running and delete, {n} times"));
     let mut operations = Vec::from(measure::create_and_delete(lab, n).await);
@@ -257,7 +281,31 @@ async fn measure_nexus(
     ));
     let (many_ops, many) = measure::many(lab, plan.many, plan.concurrency).await;
     operations.extend(many_ops);
-    (operations, idle, many)
+    progress(&format!(
+        "density curve at {} sandboxes at once (filled {} at a time), {} creates timed at each",
+        list(&plan.curve_levels),
+        plan.concurrency,
+        plan.curve_probes
+    ));
+    let (curve_ops, curve) = curve::measure(
+        lab,
+        daemon.pid(),
+        &plan.curve_levels,
+        plan.curve_probes,
+        plan.concurrency,
+    )
+    .await;
+    operations.extend(curve_ops);
+    (operations, idle, many, curve)
+}
+
+/// `1, 10 and 100`.
+fn list(levels: &[usize]) -> String {
+    let names: Vec<String> = levels.iter().map(ToString::to_string).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => names.concat(),
+    }
 }
 
 /// A progress line on stderr, so stdout stays the report alone.

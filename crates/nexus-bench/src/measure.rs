@@ -16,7 +16,7 @@ use crate::report::{Group, Operation};
 use crate::stats::{Samples, Summary};
 
 /// How much to measure.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     /// Iterations of each latency measurement.
     pub iterations: usize,
@@ -32,8 +32,13 @@ pub struct Plan {
     pub idle: usize,
     /// Sandboxes created at once.
     pub many: usize,
-    /// How many creates (and execs, deletes) run concurrently in the `many` step.
+    /// How many creates (and execs, deletes) run concurrently in the `many` step and in
+    /// the fills of the density curve.
     pub concurrency: usize,
+    /// Sandboxes existing at once at each point of the density curve, smallest first.
+    pub curve_levels: Vec<usize>,
+    /// Creates timed at each point of the density curve.
+    pub curve_probes: usize,
 }
 
 /// Creates and deletes `n` sandboxes one after the other: `create_running` and `delete`.

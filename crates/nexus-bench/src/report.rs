@@ -6,6 +6,7 @@ use std::io::Write;
 use comfy_table::{Table, presets};
 use serde::Serialize;
 
+use crate::curve::Curve;
 use crate::machine::Machine;
 use crate::measure::{IdleMemory, Many, Plan};
 use crate::stats::{Rates, Samples, Summary};
@@ -145,6 +146,8 @@ pub struct Report {
     pub idle_memory: Option<IdleMemory>,
     /// Many-sandboxes details.
     pub many: Option<Many>,
+    /// The density curve: create latency and memory at each number of sandboxes.
+    pub curve: Option<Curve>,
     /// Nexus against its peers.
     pub comparisons: Vec<Comparison>,
     /// The targets of issue 3.
@@ -154,6 +157,11 @@ pub struct Report {
     /// Wall time of the whole run, in seconds.
     pub wall_s: f64,
 }
+
+/// Sandboxes below which the curve's host memory per sandbox is not judged: the host's
+/// `MemAvailable` moves by a few MiB on its own, which at 10 sandboxes is a few hundred
+/// KiB each.
+const OVERHEAD_MIN_SANDBOXES: usize = 100;
 
 /// Pairs shown side by side: (Nexus operation, peer operation).
 const PAIRS: [(&str, &str); 10] = [
@@ -206,6 +214,8 @@ impl Report {
             ),
             self.memory_target(),
             self.many_target(),
+            self.density_target(),
+            self.overhead_target(),
             self.latency_target("pause p50 (issue 4)", "≤ 5 ms", "pause", 5.0),
             self.latency_target("resume p50 (issue 4)", "≤ 5 ms", "resume", 5.0),
             self.latency_target(
@@ -267,10 +277,17 @@ impl Report {
                 .map_or_else(|| "unknown".into(), |l| format!("{l:.2}"))
         )?;
         let p = &self.plan;
+        let levels: Vec<String> = p.curve_levels.iter().map(ToString::to_string).collect();
         writeln!(
             out,
-            "plan: {} iterations per latency, {} idle sandboxes, {} at once ({} concurrent); run took {:.1} s",
-            p.iterations, p.idle, p.many, p.concurrency, self.wall_s
+            "plan: {} iterations per latency, {} idle sandboxes, {} at once ({} concurrent), curve at {} ({} creates each); run took {:.1} s",
+            p.iterations,
+            p.idle,
+            p.many,
+            p.concurrency,
+            levels.join("/"),
+            p.curve_probes,
+            self.wall_s
         )?;
         writeln!(out)?;
         writeln!(out, "{}", self.operations_table())?;
@@ -300,6 +317,9 @@ impl Report {
                 many.delete_total_s,
                 many.delete_errors
             )?;
+        }
+        if let Some(curve) = &self.curve {
+            write_curve(out, curve)?;
         }
         writeln!(out)?;
         writeln!(out, "## Against peers (p50; ratio = Nexus / peer)")?;
@@ -387,7 +407,7 @@ impl Report {
             target.measured = format!(
                 "{} with {}",
                 target.measured,
-                workspaces::contents(self.plan)
+                workspaces::contents(&self.plan)
             );
             if self.mode != "full" {
                 target.verdict = Verdict::NotMeasured;
@@ -440,6 +460,100 @@ impl Report {
             measured,
             verdict,
         }
+    }
+
+    /// Create→running p99 with 1,000 idle sandboxes running (issue 8), from the curve.
+    fn density_target(&self) -> Target {
+        const LEVEL: usize = 1_000;
+        let what = "1,000 idle sandboxes at once, create→running p99 (issue 8)";
+        let goal = "≤ 50 ms";
+        let not_measured = |measured: String| Target {
+            what,
+            goal,
+            measured,
+            verdict: Verdict::NotMeasured,
+        };
+        let Some(op) = self.operation(&format!("curve_create_running_at_{LEVEL}")) else {
+            return not_measured(if self.plan.curve_levels.contains(&LEVEL) {
+                "not measured".into()
+            } else if self.mode == "quick" {
+                "not measured in quick mode".into()
+            } else {
+                let largest = self.plan.curve_levels.last().copied().unwrap_or(0);
+                format!("not measured (the curve stopped at {largest})")
+            });
+        };
+        let running = self.curve_level(LEVEL).map_or(0, |level| level.sandboxes);
+        let Some(summary) = &op.summary else {
+            return if op.errors > 0 {
+                Target {
+                    what,
+                    goal,
+                    measured: format!("every create failed ({} errors)", op.errors),
+                    verdict: Verdict::NotMet,
+                }
+            } else {
+                not_measured("not measured".into())
+            };
+        };
+        let mut measured = format!("{} ms with {running} running", fmt(summary.p99));
+        if op.errors > 0 {
+            measured.push_str(&format!(", {} create errors", op.errors));
+        }
+        Target {
+            what,
+            goal,
+            measured,
+            verdict: verdict(summary.p99 <= 50.0 && op.errors == 0 && running >= LEVEL),
+        }
+    }
+
+    /// Host memory per idle sandbox at the curve's largest point (issue 8): the drop of
+    /// `MemAvailable`, so everything a sandbox costs the host. A whole-host figure is
+    /// judged only with [`OVERHEAD_MIN_SANDBOXES`] or more and `MemAvailable` settled.
+    fn overhead_target(&self) -> Target {
+        let what = "idle overhead per sandbox, host MemAvailable drop (issue 8)";
+        let goal = "≤ 3 MiB";
+        let largest = self.plan.curve_levels.last().copied();
+        let mib = largest.and_then(|level| {
+            let name = format!("curve_host_memory_per_sandbox_at_{level}");
+            Some((level, self.operation(&name)?.summary.as_ref()?.p50))
+        });
+        let (measured, verdict) = match mib {
+            Some((level, mib)) => {
+                let point = self.curve_level(level);
+                let running = point.map_or(level, |l| l.sandboxes);
+                let settled = point.is_some_and(|l| l.memory_settled)
+                    && self.curve.as_ref().is_some_and(|c| c.baseline_settled);
+                let measured = format!("{} MiB with {running} running", fmt(mib));
+                if running < OVERHEAD_MIN_SANDBOXES {
+                    (
+                        format!("{measured} (too few to judge: {OVERHEAD_MIN_SANDBOXES} or more)"),
+                        Verdict::NotMeasured,
+                    )
+                } else if !settled {
+                    (
+                        format!("{measured} (MemAvailable had not settled)"),
+                        Verdict::NotMeasured,
+                    )
+                } else {
+                    (measured, verdict(mib <= 3.0))
+                }
+            }
+            None => ("not measured".into(), Verdict::NotMeasured),
+        };
+        Target {
+            what,
+            goal,
+            measured,
+            verdict,
+        }
+    }
+
+    /// The point of the curve measured for `level` sandboxes.
+    fn curve_level(&self, level: usize) -> Option<&crate::curve::Level> {
+        let index = self.plan.curve_levels.iter().position(|&l| l == level)?;
+        self.curve.as_ref()?.levels.get(index)
     }
 
     fn operations_table(&self) -> Table {
@@ -541,6 +655,41 @@ fn write_idle(out: &mut impl Write, idle: &IdleMemory) -> std::io::Result<()> {
     )
 }
 
+fn write_curve(out: &mut impl Write, curve: &Curve) -> std::io::Result<()> {
+    let start = match curve.baseline_wait_s {
+        Some(s) if curve.baseline_settled => {
+            format!("start read once MemAvailable settled ({s:.0} s)")
+        }
+        Some(s) => format!("start read with MemAvailable still moving after {s:.0} s"),
+        None => "MemAvailable not readable".into(),
+    };
+    writeln!(
+        out,
+        "curve: {} creates timed at each point, fills {} at a time, {start}, {} deletes failed at the end:",
+        curve.probes, curve.concurrency, curve.delete_errors
+    )?;
+    let opt = |v: Option<f64>| v.map_or_else(|| "?".into(), fmt);
+    for level in &curve.levels {
+        let unsettled = if level.memory_settled {
+            ""
+        } else {
+            " (MemAvailable not settled)"
+        };
+        writeln!(
+            out,
+            "  {} running: create p50 {} ms, p99 {} ms; host {} MiB per sandbox{unsettled}; daemon RSS {} MiB; filled in {:.2} s ({} errors)",
+            level.sandboxes,
+            opt(level.create_p50_ms),
+            opt(level.create_p99_ms),
+            opt(level.host_mib_per_sandbox),
+            opt(level.daemon_rss_mib),
+            level.fill_s,
+            level.fill_errors
+        )?;
+    }
+    Ok(())
+}
+
 fn verdict(met: bool) -> Verdict {
     if met { Verdict::Met } else { Verdict::NotMet }
 }
@@ -561,5 +710,159 @@ fn fmt(value: f64) -> String {
         format!("{value:.2}")
     } else {
         format!("{value:.1}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::Args;
+    use crate::curve::Level;
+
+    /// A report of the plan `flags` make, its whole curve measured with `create_ms` as the
+    /// create time and `mib` as the memory per sandbox at every point.
+    fn report(flags: &[&str], create_ms: u64, mib: f64) -> Report {
+        let plan = Args::parse_from(flags).plan();
+        let mut operations = Vec::new();
+        let mut levels = Vec::new();
+        for &level in &plan.curve_levels {
+            let samples = Samples {
+                durations: vec![Duration::from_millis(create_ms); plan.curve_probes],
+                ..Samples::default()
+            };
+            operations.push(Operation::measured(
+                &format!("curve_create_running_at_{level}"),
+                Group::Nexus,
+                samples,
+            ));
+            operations.push(Operation {
+                name: format!("curve_host_memory_per_sandbox_at_{level}"),
+                group: Group::Nexus,
+                summary: Summary::of(&[mib], "MiB"),
+                errors: 0,
+                first_error: None,
+                skipped: None,
+                note: None,
+            });
+            levels.push(Level {
+                sandboxes: level,
+                fill_errors: 0,
+                fill_s: 0.5,
+                create_p50_ms: Some(create_ms as f64),
+                create_p99_ms: Some(create_ms as f64),
+                host_mib_per_sandbox: Some(mib),
+                daemon_rss_mib: Some(30.0),
+                memory_settled: true,
+            });
+        }
+        let mut report = Report {
+            version: "test",
+            mode: if flags.contains(&"--quick") {
+                "quick"
+            } else {
+                "full"
+            },
+            machine: Machine::probe(),
+            curve: Some(Curve {
+                probes: plan.curve_probes,
+                concurrency: plan.concurrency,
+                levels,
+                delete_errors: 0,
+                baseline_wait_s: Some(2.0),
+                baseline_settled: true,
+            }),
+            plan,
+            operations,
+            idle_memory: None,
+            many: None,
+            comparisons: Vec::new(),
+            targets: Vec::new(),
+            notes: Vec::new(),
+            wall_s: 1.0,
+        };
+        report.finish();
+        report
+    }
+
+    fn target<'a>(report: &'a Report, prefix: &str) -> &'a Target {
+        report
+            .targets
+            .iter()
+            .find(|t| t.what.starts_with(prefix))
+            .expect("the target is listed")
+    }
+
+    #[test]
+    fn density_targets_are_judged_from_the_curve() {
+        let full = report(&["nexus-bench"], 40, 2.5);
+        let density = target(&full, "1,000 idle sandboxes");
+        assert_eq!(density.verdict, Verdict::Met);
+        assert_eq!(density.measured, "40.00 ms with 1000 running");
+        let overhead = target(&full, "idle overhead");
+        assert_eq!(overhead.verdict, Verdict::Met);
+        assert_eq!(overhead.measured, "2.50 MiB with 1000 running");
+
+        let slow = report(&["nexus-bench"], 60, 3.5);
+        assert_eq!(
+            target(&slow, "1,000 idle sandboxes").verdict,
+            Verdict::NotMet
+        );
+        assert_eq!(target(&slow, "idle overhead").verdict, Verdict::NotMet);
+
+        let quick = report(&["nexus-bench", "--quick"], 40, 2.5);
+        let density = target(&quick, "1,000 idle sandboxes");
+        assert_eq!(density.verdict, Verdict::NotMeasured);
+        assert_eq!(density.measured, "not measured in quick mode");
+        let overhead = target(&quick, "idle overhead");
+        assert_eq!(overhead.measured, "2.50 MiB with 100 running");
+        assert_eq!(overhead.verdict, Verdict::Met);
+        let smoke = report(&["nexus-bench", "--quick", "--curve-max", "10"], 40, 2.5);
+        let overhead = target(&smoke, "idle overhead");
+        assert_eq!(
+            overhead.measured,
+            "2.50 MiB with 10 running (too few to judge: 100 or more)"
+        );
+        assert_eq!(overhead.verdict, Verdict::NotMeasured);
+        let mut unsettled = report(&["nexus-bench"], 40, 2.5);
+        if let Some(curve) = &mut unsettled.curve {
+            curve.baseline_settled = false;
+        }
+        unsettled.finish();
+        assert_eq!(
+            target(&unsettled, "idle overhead").verdict,
+            Verdict::NotMeasured
+        );
+
+        let short = report(&["nexus-bench", "--curve-max", "250"], 40, 2.5);
+        assert_eq!(
+            target(&short, "1,000 idle sandboxes").measured,
+            "not measured (the curve stopped at 250)"
+        );
+        assert_eq!(
+            target(&short, "idle overhead").measured,
+            "2.50 MiB with 250 running"
+        );
+    }
+
+    #[test]
+    fn the_curve_section_has_a_line_per_point() {
+        let quick = report(&["nexus-bench", "--quick"], 20, 1.25);
+        let mut out = Vec::new();
+        quick.print(&mut out).expect("printed");
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert!(
+            text.contains("curve at 1/10/100 (10 creates each)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  100 running: create p50 20.00 ms, p99 20.00 ms; host 1.25 MiB per sandbox; daemon RSS 30.00 MiB; filled in 0.50 s (0 errors)"
+            ),
+            "{text}"
+        );
     }
 }

@@ -17,7 +17,7 @@ const WORKSPACE: &str = "bench-ws";
 /// Measures snapshot, restore and fork of a filled workspace `plan.heavy_iterations`
 /// times each, naming the operations with `suffix` (`""` or `"_btrfs"`). The workspace,
 /// its writer sandbox, snapshots and forks are deleted afterwards.
-pub async fn measure(lab: &Lab, plan: Plan, suffix: &str) -> Vec<Operation> {
+pub async fn measure(lab: &Lab, plan: &Plan, suffix: &str) -> Vec<Operation> {
     let names = ["snapshot", "restore", "workspace_fork"].map(|name| format!("{name}{suffix}"));
     let operations = match fill_and_measure(lab, plan, &names).await {
         Ok(operations) => operations,
@@ -36,7 +36,7 @@ pub async fn measure(lab: &Lab, plan: Plan, suffix: &str) -> Vec<Operation> {
 }
 
 /// Static description of what this measurement's workspace holds.
-pub fn contents(plan: Plan) -> String {
+pub fn contents(plan: &Plan) -> String {
     let big = if plan.workspace_mib.is_multiple_of(1024) {
         format!("{} GiB", plan.workspace_mib / 1024)
     } else {
@@ -50,7 +50,7 @@ pub fn contents(plan: Plan) -> String {
 
 async fn fill_and_measure(
     lab: &Lab,
-    plan: Plan,
+    plan: &Plan,
     names: &[String; 3],
 ) -> anyhow::Result<Vec<Operation>> {
     let request = CreateSandboxRequest {
@@ -149,13 +149,15 @@ mod tests {
             idle: 1,
             many: 1,
             concurrency: 1,
+            curve_levels: Vec::new(),
+            curve_probes: 0,
         };
         assert_eq!(
-            contents(plan(256, 1_000)),
+            contents(&plan(256, 1_000)),
             "256 MiB in one file + 1,000 small files"
         );
         assert_eq!(
-            contents(plan(1024, 10_000)),
+            contents(&plan(1024, 10_000)),
             "1 GiB in one file + 10,000 small files"
         );
         assert_eq!(thousands(999), "999");
