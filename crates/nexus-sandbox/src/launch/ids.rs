@@ -22,12 +22,16 @@
 //! `nexus-storage` included) and of the private workspaces of sandboxes made before
 //! workspaces existed (`<data>/sandboxes/*/workspace`). Only top directories count:
 //! every tree is handed over as a whole, and a sandbox cannot give files away (no
-//! `CAP_CHOWN`). The scan is redone at every launch, with the allocator locked, rather
-//! than cached: it is one directory listing per workspace plus one `lstat` per tree and
-//! snapshot (a few hundred workspaces cost on the order of a millisecond), and a fresh
-//! scan cannot miss a tree made, restored, forked or deleted behind a cache's back.
-//! Holding the lock closes the race with a launch that is still handing its tree over:
-//! its uid is in use until that sandbox is cleaned up, after the `chown`.
+//! `CAP_CHOWN`). For a tree that a uid of the range owns (case 1), the scan is redone at
+//! that launch, with the allocator locked: it is one directory listing per workspace plus
+//! one `lstat` per tree and snapshot, and a fresh scan cannot miss a tree made, restored,
+//! forked or deleted behind a cache's back. For a tree no such uid owns yet (a new
+//! workspace, the common case), only "owns nothing" matters, and a set that can only be
+//! too large answers it without reading the disk: the owners of one full scan plus every
+//! uid handed out since ([`HostIds::allocate_owning_nothing`]). With 1,000 workspaces the
+//! scan took several milliseconds of every create, under the lock. Holding the lock closes
+//! the race with a launch that is still handing its tree over: its uid is in use until
+//! that sandbox is cleaned up, after the `chown`.
 //!
 //! What "same workspace" means: a tree at `<data>/workspaces/<ws>/trees/<gen>` belongs
 //! to `<data>/workspaces/<ws>`, so its older generations and its snapshots may share its
@@ -78,6 +82,10 @@ pub struct TreeOwners {
 pub struct HostIds {
     range: RangeInclusive<u32>,
     used: BTreeSet<u32>,
+    /// Every uid that may own a tree: the owners of the last full scan plus every uid
+    /// handed out since (see [`HostIds::allocate_owning_nothing`]). `None` before the
+    /// first scan.
+    may_own: Option<BTreeSet<u32>>,
 }
 
 impl HostUser {
@@ -119,6 +127,13 @@ impl HostUser {
                 path: workspace.to_path_buf(),
                 source: None,
             });
+        }
+        if !ids.range.contains(&meta.uid()) {
+            // A tree no sandbox uid owns yet (a new workspace, the common case): any uid
+            // owning nothing will do, which the set of known owners answers without a scan.
+            return ids
+                .allocate_owning_nothing(|| TreeOwners::scan(data_dir))
+                .map(HostUser::Dedicated);
         }
         let owners = TreeOwners::scan(data_dir)?;
         let domain = TreeOwners::domain(data_dir, workspace);
@@ -232,6 +247,7 @@ impl HostIds {
         Ok(HostIds {
             range,
             used: BTreeSet::new(),
+            may_own: None,
         })
     }
 
@@ -260,14 +276,70 @@ impl HostIds {
         workspace: &Path,
         owners: &TreeOwners,
     ) -> Result<u32, LaunchError> {
+        if let Some(may_own) = &mut self.may_own {
+            // A full scan is at hand: whoever owns a tree now is known.
+            may_own.extend(owners.owners.keys().copied());
+        }
         if self.range.contains(&owner)
             && !self.used.contains(&owner)
             && owners.owns_only(owner, workspace)
         {
-            self.used.insert(owner);
+            self.take(owner);
             return Ok(owner);
         }
         self.allocate_avoiding(|uid| owners.owns_any(uid))
+    }
+
+    /// Takes the lowest free uid that owns no tree, for a tree that no uid of the range
+    /// owns yet, without reading the disk in the common case.
+    ///
+    /// A uid comes to own a tree only by being handed out here or by
+    /// [`Self::choose_for_tree`] (the tree is then given to it), or as the owner of a tree
+    /// copied from one it owns already (snapshots, forks, restores). So the owners of one
+    /// full `scan`, plus every uid handed out since, include every uid that may own a
+    /// tree now: a uid outside that set owns nothing. The set only grows (a tree deleted
+    /// since keeps its former owner in it) until the range runs out; then a fresh scan,
+    /// with the uids in use, replaces it and the search runs once more. A scan that has
+    /// just finished can miss a tree whose hand-over is still under way, but that tree's
+    /// uid is in use until its launch is over, and stays in the set.
+    pub fn allocate_owning_nothing(
+        &mut self,
+        scan: impl Fn() -> Result<TreeOwners, LaunchError>,
+    ) -> Result<u32, LaunchError> {
+        if self.may_own.is_none() {
+            self.may_own = Some(scan()?.owners.into_keys().collect());
+        }
+        let found = self.free_not_in_may_own();
+        let uid = match found {
+            Some(uid) => uid,
+            None => {
+                let mut rescanned: BTreeSet<u32> = scan()?.owners.into_keys().collect();
+                rescanned.extend(self.used.iter().copied());
+                self.may_own = Some(rescanned);
+                self.free_not_in_may_own()
+                    .ok_or(LaunchError::IdsExhausted {
+                        start: *self.range.start(),
+                        end: *self.range.end(),
+                    })?
+            }
+        };
+        self.take(uid);
+        Ok(uid)
+    }
+
+    fn free_not_in_may_own(&self) -> Option<u32> {
+        let may_own = self.may_own.as_ref()?;
+        self.range
+            .clone()
+            .find(|uid| !self.used.contains(uid) && !may_own.contains(uid))
+    }
+
+    /// Marks `uid` in use and as a possible owner from now on.
+    fn take(&mut self, uid: u32) {
+        self.used.insert(uid);
+        if let Some(may_own) = &mut self.may_own {
+            may_own.insert(uid);
+        }
     }
 
     /// Takes the lowest uid that is free and not `avoid`ed.
@@ -280,7 +352,7 @@ impl HostIds {
                 start: *self.range.start(),
                 end: *self.range.end(),
             })?;
-        self.used.insert(free);
+        self.take(free);
         Ok(free)
     }
 
@@ -341,6 +413,58 @@ mod tests {
             None
         );
         assert!(owner(dir.path()).expect("exists").is_some());
+    }
+
+    fn owners_of(uids: &[u32]) -> TreeOwners {
+        let mut owners = TreeOwners::default();
+        for uid in uids {
+            owners.add(*uid, PathBuf::from(format!("/data/workspaces/ws-{uid}")));
+        }
+        owners
+    }
+
+    #[test]
+    fn fresh_trees_get_uids_owning_nothing_from_one_scan_until_the_range_runs_out() {
+        let scans = std::cell::Cell::new(0);
+        // On disk: 200_000 owns a tree, and later 200_002's tree is deleted.
+        let on_disk = std::cell::RefCell::new(vec![200_000, 200_002]);
+        let scan = || {
+            scans.set(scans.get() + 1);
+            Ok(owners_of(&on_disk.borrow()))
+        };
+        let mut ids = HostIds::new(200_000..=200_003).expect("valid");
+        assert_eq!(ids.allocate_owning_nothing(scan).expect("free"), 200_001);
+        assert_eq!(ids.allocate_owning_nothing(scan).expect("free"), 200_003);
+        assert_eq!(scans.get(), 1, "one scan serves every fresh tree");
+        // Released uids may own the trees they were given: not handed out again...
+        ids.release(200_001);
+        ids.release(200_003);
+        on_disk.borrow_mut().retain(|uid| *uid != 200_002);
+        // ...until the range runs out and a fresh scan shows what is really owned.
+        assert_eq!(
+            ids.allocate_owning_nothing(scan).expect("rescanned"),
+            200_001
+        );
+        assert_eq!(scans.get(), 2);
+        assert_eq!(ids.allocate_owning_nothing(scan).expect("free"), 200_002);
+        ids.mark_used(200_003);
+        assert!(matches!(
+            ids.allocate_owning_nothing(scan),
+            Err(LaunchError::IdsExhausted { .. })
+        ));
+    }
+
+    #[test]
+    fn a_full_scan_for_an_owned_tree_teaches_the_known_owners() {
+        let mut ids = HostIds::new(200_000..=200_003).expect("valid");
+        let none = || Ok(owners_of(&[]));
+        assert_eq!(ids.allocate_owning_nothing(none).expect("free"), 200_000);
+        // A scan for another tree finds 200_001 owning a fork: it is never handed out
+        // for a fresh tree, even though the first scan had not seen it.
+        let owners = owners_of(&[200_001]);
+        let ws = PathBuf::from("/data/workspaces/ws-x");
+        assert_eq!(ids.choose_for_tree(0, &ws, &owners).expect("free"), 200_002);
+        assert_eq!(ids.allocate_owning_nothing(none).expect("free"), 200_003);
     }
 
     #[test]
