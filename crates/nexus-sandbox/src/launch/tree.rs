@@ -78,12 +78,14 @@ pub(super) fn prepare(ops: &[TreeOp]) -> Vec<RawTreeOp> {
             TreeOp::Seal(target) => RawTreeOp::Attributes {
                 target: path(target),
                 recursive: true,
-                attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                attr_set: libc::MOUNT_ATTR_RDONLY
+                    | libc::MOUNT_ATTR_NOSUID
+                    | libc::MOUNT_ATTR_NODEV,
             },
             TreeOp::SealDevice(target) => RawTreeOp::Attributes {
                 target: path(target),
                 recursive: false,
-                attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+                attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID,
             },
         })
         .collect()
@@ -187,7 +189,7 @@ fn step(op: &RawTreeOp) -> Result<(), Errno> {
                 recursive,
                 attr_set,
             } => {
-                let attr = MountAttr {
+                let attr = libc::mount_attr {
                     attr_set: *attr_set,
                     attr_clr: 0,
                     propagation: 0,
@@ -200,8 +202,8 @@ fn step(op: &RawTreeOp) -> Result<(), Errno> {
                     libc::AT_FDCWD,
                     target.as_ptr(),
                     flags as libc::c_uint,
-                    &attr as *const MountAttr,
-                    std::mem::size_of::<MountAttr>(),
+                    &attr as *const libc::mount_attr,
+                    std::mem::size_of::<libc::mount_attr>(),
                 ) as libc::c_int
             }
             RawTreeOp::ReadOnly(target) => {
@@ -228,19 +230,6 @@ fn step(op: &RawTreeOp) -> Result<(), Errno> {
         Ok(())
     }
 }
-
-/// `struct mount_attr` of `mount_setattr(2)` (version 0).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
 
 /// The mount flags of `statvfs`'s `f_flag` (`ST_*`) that a bind remount must repeat.
 fn kept_flags(st: libc::c_ulong) -> libc::c_ulong {
