@@ -117,6 +117,15 @@ impl Frame {
         })
     }
 
+    /// The JSON payload as a [`Response`](crate::Response), by
+    /// [`Response::decode`](crate::Response::decode).
+    pub fn response(&self) -> Result<crate::Response, ProtoError> {
+        crate::Response::decode(&self.payload).map_err(|source| ProtoError::BadPayload {
+            kind: self.kind,
+            source,
+        })
+    }
+
     /// A data frame (`Stdout`, `Stderr`, `Stdin`, `FileData`, `Upload`, `TermInput`): a
     /// big-endian `u64` then the bytes.
     pub fn data(kind: FrameType, channel: u32, head: u64, bytes: &[u8]) -> Self {

@@ -73,7 +73,7 @@ impl ByteStream {
             }
             FrameType::Response => {
                 self.channel.finished = true;
-                match frame.parse::<Response>().map_err(Some)? {
+                match frame.response().map_err(Some)? {
                     Response::FsReadDone { bytes } => {
                         let received = self.received();
                         if bytes != received || self.expected.is_some_and(|e| e != bytes) {
@@ -174,7 +174,7 @@ impl Stream for WatchStream {
                 FrameType::Response => {
                     self.channel.finished = true;
                     self.done = true;
-                    match frame.parse::<Response>() {
+                    match frame.response() {
                         Ok(response) => Err(response_error(response)),
                         Err(err) => Err(err),
                     }

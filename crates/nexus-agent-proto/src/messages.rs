@@ -453,6 +453,46 @@ pub enum Response {
     },
 }
 
+impl Response {
+    /// Decodes a RESPONSE payload.
+    ///
+    /// serde decodes an internally tagged enum by first copying the whole message into an
+    /// intermediate tree, which for the large file-system answers (a bulk stat of 100
+    /// paths is about 25 KB) cost as much as the decoding itself. Those variants are
+    /// decoded in two passes instead: the tag is read with everything else skipped
+    /// unallocated, then the same bytes are decoded straight into the variant's fields
+    /// (the tag is an unknown field there and ignored). Every other variant takes serde's
+    /// path. The wire format is unchanged.
+    pub fn decode(payload: &[u8]) -> serde_json::Result<Self> {
+        #[derive(Deserialize)]
+        struct Tag<'a> {
+            #[serde(borrow)]
+            result: std::borrow::Cow<'a, str>,
+        }
+        #[derive(Deserialize)]
+        struct Stats {
+            results: Vec<StatResult>,
+        }
+        #[derive(Deserialize)]
+        struct Batch {
+            results: Vec<Outcome<BatchOutput>>,
+        }
+        use serde_json::from_slice as from;
+        Ok(match &*from::<Tag<'_>>(payload)?.result {
+            "fs_stats" => Self::FsStats {
+                results: from::<Stats>(payload)?.results,
+            },
+            "fs_batch" => Self::FsBatch {
+                results: from::<Batch>(payload)?.results,
+            },
+            "fs_listed" => Self::FsListed(from(payload)?),
+            "fs_globbed" => Self::FsGlobbed(from(payload)?),
+            "fs_grepped" => Self::FsGrepped(from(payload)?),
+            _ => from(payload)?,
+        })
+    }
+}
+
 /// EVENT: an intermediate message on an open channel, tagged by `event`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -636,6 +676,94 @@ mod tests {
             serde_json::to_value(&event).unwrap(),
             json!({"event": "skipped", "stream": "stderr", "offset": 10, "bytes": 20})
         );
+    }
+
+    #[test]
+    fn decode_gives_what_serde_gives_on_the_fast_path_and_off_it() {
+        use crate::fs::{FileType, GlobMatch, GrepMatch, ItemError};
+        let stat = FileStat {
+            path: "/workspace/a \"quoted\"".into(),
+            file_type: FileType::File,
+            size: 2,
+            mode: 0o644,
+            uid: 1000,
+            gid: 1000,
+            mtime_ms: 1_001,
+            mtime_sec: 1,
+            mtime_nsec: 1_000_000,
+            symlink_target: None,
+            sha256: Some("9a27".into()),
+        };
+        let responses = [
+            Response::FsStats {
+                results: vec![
+                    StatResult {
+                        path: "/workspace/a".into(),
+                        result: Outcome::Ok(stat.clone()),
+                    },
+                    StatResult {
+                        path: "/workspace/b".into(),
+                        result: Outcome::Error(ItemError {
+                            code: ErrorCode::NotFound,
+                            message: "stat /workspace/b: no such file".into(),
+                        }),
+                    },
+                ],
+            },
+            Response::FsListed(ListResult {
+                entries: vec![stat.clone()],
+                truncated: true,
+            }),
+            Response::FsBatch {
+                results: vec![Outcome::Ok(BatchOutput::Stat { stat: stat.clone() })],
+            },
+            Response::FsGlobbed(GlobResult {
+                matches: vec![GlobMatch {
+                    path: "/workspace/a.rs".into(),
+                    file_type: FileType::File,
+                }],
+                truncated: false,
+            }),
+            Response::FsGrepped(GrepResult {
+                matches: vec![GrepMatch {
+                    path: "/workspace/a.rs".into(),
+                    line: 3,
+                    column: 5,
+                    text: "fn main() {}".into(),
+                }],
+                truncated: false,
+                binary_files_skipped: 1,
+            }),
+            Response::FsStat { stat },
+            Response::Done,
+            Response::Error {
+                code: ErrorCode::NotFound,
+                message: "m".into(),
+            },
+        ];
+        for response in responses {
+            let bytes = serde_json::to_vec(&response).unwrap();
+            assert_eq!(Response::decode(&bytes).unwrap(), response);
+        }
+        // The tag may come anywhere, and be escaped.
+        assert_eq!(
+            Response::decode(br#"{"results":[],"result":"fs_\u0073tats"}"#).unwrap(),
+            Response::FsStats { results: vec![] }
+        );
+        // What serde refuses, decode refuses.
+        for bad in [
+            &br#"{"result":"fs_stats"}"#[..],
+            br#"{"results":[]}"#,
+            br#"{"result":"fs_listed","entries":3,"truncated":false}"#,
+            br#"{"result":"no_such_result"}"#,
+        ] {
+            assert!(serde_json::from_slice::<Response>(bad).is_err());
+            assert!(
+                Response::decode(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

@@ -135,7 +135,7 @@ impl OutputStream {
             FrameType::Response => {
                 self.done = true;
                 self.channel.finished = true;
-                match frame.parse::<Response>() {
+                match frame.response() {
                     Ok(Response::Exited { exit }) => Ok(OutputEvent::Exit(exit)),
                     Ok(other) => Err(response_error(other)),
                     Err(err) => Err(err),

@@ -73,7 +73,7 @@ impl TerminalStream {
             FrameType::Event => None,
             FrameType::Response => {
                 self.channel.finished = true;
-                Some(match frame.parse::<Response>() {
+                Some(match frame.response() {
                     Ok(Response::TermExited { exit }) => Ok(TermEvent::Exit(exit)),
                     Ok(other) => Err(response_error(other)),
                     Err(err) => Err(err),

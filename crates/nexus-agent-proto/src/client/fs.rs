@@ -55,7 +55,7 @@ impl AgentClient {
             },
             FrameType::Response => {
                 channel.finished = true;
-                Err(response_error(frame.parse()?))
+                Err(response_error(frame.response()?))
             }
             other => Err(ProtoError::Protocol(format!(
                 "unexpected {other:?} frame before a read started"
@@ -231,7 +231,7 @@ impl AgentClient {
             },
             FrameType::Response => {
                 channel.finished = true;
-                Err(response_error(frame.parse()?))
+                Err(response_error(frame.response()?))
             }
             other => Err(ProtoError::Protocol(format!(
                 "unexpected {other:?} frame before a watch started"

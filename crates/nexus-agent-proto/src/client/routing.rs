@@ -210,7 +210,7 @@ impl Channel {
             )));
         }
         self.finished = true;
-        frame.parse()
+        frame.response()
     }
 }
 

@@ -58,7 +58,7 @@ impl AgentClient {
             },
             FrameType::Response => {
                 channel.finished = true;
-                Err(response_error(frame.parse()?))
+                Err(response_error(frame.response()?))
             }
             other => Err(ProtoError::Protocol(format!(
                 "unexpected {other:?} frame before a terminal attached"
