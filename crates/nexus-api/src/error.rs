@@ -96,6 +96,14 @@ pub enum ErrorCode {
     /// 422: building an image failed (unknown package, mirror unreachable); the message
     /// carries the tool's last lines. Nothing was recorded.
     ImageBuildFailed,
+    /// 409: a build of this image name is already running (or is recording its image and
+    /// can no longer be cancelled).
+    ImageBuildInProgress,
+    /// 404: no build of this image name is running.
+    ImageBuildNotFound,
+    /// 409: the build was cancelled (`DELETE /v1/images/builds/{name}`, or the daemon
+    /// shut down); its processes were stopped and nothing was recorded.
+    ImageBuildCancelled,
     /// 405: the route exists but not with this method.
     MethodNotAllowed,
     /// 413: the body is larger than the route accepts.
@@ -138,6 +146,9 @@ impl ErrorCode {
             Self::ImageNameTaken => "image_name_taken",
             Self::ImageInUse => "image_in_use",
             Self::ImageBuildFailed => "image_build_failed",
+            Self::ImageBuildInProgress => "image_build_in_progress",
+            Self::ImageBuildNotFound => "image_build_not_found",
+            Self::ImageBuildCancelled => "image_build_cancelled",
             Self::ProcessNotFound => "process_not_found",
             Self::ProcessStateConflict => "process_state_conflict",
             Self::TerminalNotFound => "terminal_not_found",
@@ -163,7 +174,8 @@ impl ErrorCode {
             | Self::FileNotFound
             | Self::WorkspaceNotFound
             | Self::SnapshotNotFound
-            | Self::ImageNotFound => 404,
+            | Self::ImageNotFound
+            | Self::ImageBuildNotFound => 404,
             Self::ProcessStateConflict | Self::FileConflict => 409,
             Self::SandboxNotRunning
             | Self::SandboxNameTaken
@@ -172,7 +184,9 @@ impl ErrorCode {
             | Self::WorkspaceNameTaken
             | Self::WorkspaceInUse
             | Self::ImageNameTaken
-            | Self::ImageInUse => 409,
+            | Self::ImageInUse
+            | Self::ImageBuildInProgress
+            | Self::ImageBuildCancelled => 409,
             Self::DriverUnavailable | Self::OperationUnsupported | Self::ImageBuildFailed => 422,
             Self::InsufficientStorage => 507,
             Self::MethodNotAllowed => 405,

@@ -82,6 +82,27 @@ pub struct ImageList {
     pub images: Vec<ImageInfo>,
 }
 
+/// A build that is running, as `GET /v1/images/builds` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImageBuildInfo {
+    /// The name the image will have; no other build of it can start meanwhile.
+    #[schema(example = "py")]
+    pub name: String,
+    /// The base, e.g. `debian:bookworm`.
+    pub from: String,
+    /// Packages being installed beyond the base.
+    pub packages: Vec<String>,
+    /// When the build started, RFC 3339.
+    pub started_at: String,
+}
+
+/// `GET /v1/images/builds`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImageBuildList {
+    /// The running builds, oldest first.
+    pub builds: Vec<ImageBuildInfo>,
+}
+
 /// One line of the NDJSON stream `POST /v1/images/build` answers with. The stream ends
 /// with exactly one `done` or `failed` line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -97,7 +118,8 @@ pub enum ImageBuildEvent {
         /// The new image.
         image: ImageInfo,
     },
-    /// The build failed; nothing was recorded.
+    /// The build failed or was cancelled (code `image_build_cancelled`); nothing was
+    /// recorded.
     Failed {
         /// Stable code and message, as in error bodies.
         error: crate::ErrorDetail,

@@ -18,7 +18,8 @@ pub mod workspace;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use exec::{ExecEvent, ExecRequest, ExecResult, ExitStatus, OutputEncoding};
 pub use image::{
-    BuildImageRequest, ImageBuildEvent, ImageInfo, ImageList, ImageSourceInfo, ImportImageRequest,
+    BuildImageRequest, ImageBuildEvent, ImageBuildInfo, ImageBuildList, ImageInfo, ImageList,
+    ImageSourceInfo, ImportImageRequest,
 };
 pub use network::{NetworkLog, NetworkLogEntry, NetworkPolicyBody, SetNetworkRequest};
 pub use process::{OutputLine, ProcessInfo, ProcessList, SignalRequest, StartProcessRequest};

@@ -1,7 +1,10 @@
-//! Images (`/v1/images...`): list, inspect, import, build, delete.
+//! Images (`/v1/images...`): list, inspect, import, build, delete; and the builds under
+//! way: list, cancel.
 
 use futures::Stream;
-use nexus_api::{BuildImageRequest, ImageBuildEvent, ImageInfo, ImageList, ImportImageRequest};
+use nexus_api::{
+    BuildImageRequest, ImageBuildEvent, ImageBuildList, ImageInfo, ImageList, ImportImageRequest,
+};
 
 use crate::{Client, ClientError, segment};
 
@@ -35,6 +38,22 @@ impl Client {
     {
         self.ndjson(self.http.post(self.url("/v1/images/build")).json(request))
             .await
+    }
+
+    /// `GET /v1/images/builds`: the builds under way.
+    pub async fn image_builds(&self) -> Result<ImageBuildList, ClientError> {
+        self.get_json("/v1/images/builds").await
+    }
+
+    /// `DELETE /v1/images/builds/{name}`: cancels the build of image `name`. Returns once
+    /// the daemon has stopped it (or, if that takes long, once it is stopping); its
+    /// progress stream ends with `failed`, code `image_build_cancelled`.
+    pub async fn cancel_image_build(&self, name: &str) -> Result<(), ClientError> {
+        self.call_empty(
+            self.http
+                .delete(self.url(&format!("/v1/images/builds/{}", segment(name)))),
+        )
+        .await
     }
 
     /// `DELETE /v1/images/{image}`.

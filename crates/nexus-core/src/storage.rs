@@ -147,11 +147,17 @@ pub trait ImageBuilder: Send + Sync + std::fmt::Debug {
     /// Fills the empty directory `dest` with a Debian `suite` plus `packages`, sending each
     /// line of the tool's output to `progress`. Returns the tool and its version (e.g.
     /// `mmdebstrap 1.3.5`); on failure, what went wrong with the output's last lines.
+    ///
+    /// When `cancel` fires, the build stops: every process it started is gone by the time
+    /// this returns (soon: a short grace, then SIGKILL), and what it returns is ignored.
+    /// Every process it started is gone when it returns in any case, and dropping the
+    /// future kills them too.
     async fn build(
         &self,
         suite: &str,
         packages: &[String],
         dest: &Path,
         progress: tokio::sync::mpsc::UnboundedSender<String>,
+        cancel: tokio_util::sync::CancellationToken,
     ) -> Result<String, String>;
 }

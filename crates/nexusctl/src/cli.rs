@@ -228,7 +228,8 @@ pub enum ImageCommand {
         #[arg(long)]
         name: String,
     },
-    /// Build a hermetic image from a distribution's packages (mmdebstrap), showing progress.
+    /// Build a hermetic image from a distribution's packages (mmdebstrap), showing
+    /// progress. Ctrl-C cancels the build on the daemon too.
     Build {
         /// The image's name.
         name: String,
@@ -238,6 +239,13 @@ pub enum ImageCommand {
         /// Packages to install, comma-separated (repeatable).
         #[arg(long, value_delimiter = ',')]
         packages: Vec<String>,
+    },
+    /// List the image builds under way.
+    Builds,
+    /// Cancel the build of an image: its processes are stopped, nothing is recorded.
+    Cancel {
+        /// The name of the image being built.
+        name: String,
     },
     /// Delete an image (refused while sandboxes are on it).
     #[command(alias = "rm")]

@@ -40,6 +40,8 @@ pub struct Config {
     pub agent_path: PathBuf,
     /// The bubblewrap binary.
     pub bwrap_path: PathBuf,
+    /// The mmdebstrap binary image builds run.
+    pub mmdebstrap_path: PathBuf,
     /// Host uids given to sandboxes when the daemon runs as root, one per sandbox.
     pub uid_range: std::ops::RangeInclusive<u32>,
     /// Network egress: default policy, name overrides, log bounds.
@@ -286,6 +288,8 @@ pub struct FileConfig {
     pub agent_path: Option<PathBuf>,
     /// The bubblewrap binary [default: `bwrap` on the PATH].
     pub bwrap_path: Option<PathBuf>,
+    /// The mmdebstrap binary image builds run [default: `mmdebstrap` on the PATH].
+    pub mmdebstrap_path: Option<PathBuf>,
     /// Host uids for sandboxes when running as root, `FIRST-LAST` [default: 200000-265535].
     pub uid_range: Option<String>,
     /// Network egress of sandboxes.
@@ -358,6 +362,9 @@ impl Config {
                 .or(file.agent_path)
                 .unwrap_or_else(default_agent_path),
             bwrap_path: file.bwrap_path.unwrap_or_else(|| PathBuf::from("bwrap")),
+            mmdebstrap_path: file
+                .mmdebstrap_path
+                .unwrap_or_else(|| PathBuf::from("mmdebstrap")),
             uid_range: match file.uid_range {
                 Some(text) => parse_uid_range(&text)
                     .map_err(|e| anyhow::anyhow!("invalid uid_range {text:?}: {e}"))?,

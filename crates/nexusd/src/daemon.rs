@@ -35,6 +35,8 @@ pub struct RunningDaemon {
     ticker: JoinHandle<()>,
     /// The warm pool's top-up tasks; aborted at shutdown.
     pool: tokio::task::JoinSet<()>,
+    /// The service, whose image builds are cancelled at shutdown.
+    sandboxes: Arc<SandboxService>,
     pid_file: PathBuf,
 }
 
@@ -105,7 +107,9 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
             },
         )
         .with_images(Arc::new(images))
-        .with_builder(Arc::new(crate::image_build::Mmdebstrap::default())),
+        .with_builder(Arc::new(crate::image_build::Mmdebstrap::new(
+            config.mmdebstrap_path.clone(),
+        ))),
     );
     // Leftovers of operations a crash interrupted go first, so nothing half-made is seen.
     let swept = sandboxes
@@ -180,7 +184,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
 
     let (stop, mut stopped) = watch::channel(false);
     let pool = sandboxes.spawn_warm_pool();
-    let ticker = tokio::spawn(tick(sandboxes, stop.subscribe()));
+    let ticker = tokio::spawn(tick(sandboxes.clone(), stop.subscribe()));
     let app = crate::http::app(state);
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -200,6 +204,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
         server,
         ticker,
         pool,
+        sandboxes,
         pid_file,
     })
 }
@@ -243,10 +248,12 @@ impl RunningDaemon {
         self.shutdown().await
     }
 
-    /// Stops accepting connections, waits up to `shutdown_timeout` for in-flight
-    /// requests, then returns.
+    /// Stops accepting connections, cancels the image builds under way (their progress
+    /// streams end with `image_build_cancelled`, so they do not hold the shutdown up),
+    /// waits up to `shutdown_timeout` for in-flight requests, then returns.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
+        self.sandboxes.cancel_image_builds().await;
         let timeout = self.shutdown_timeout;
         tracing::info!(timeout = %humantime::format_duration(timeout), "waiting for in-flight requests");
         let mut server = self.server;

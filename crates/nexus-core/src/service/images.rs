@@ -4,11 +4,13 @@
 //! completes or leaves garbage that [`SandboxService::recover_images`] sweeps), then the
 //! store records it. Deleting goes the other way: the record first (refused while any
 //! sandbox names the image), then the tree. The built-in `host` image has no record and
-//! no tree: it is the host's `/`.
+//! no tree: it is the host's `/`. A build holds its image's name from its plan to its
+//! end and can be cancelled meanwhile (see `service::builds`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::builds::{Reservation, RunningBuild};
 use super::{SandboxService, ServiceError};
 use crate::driver::DriverError;
 use crate::image::{HOST_IMAGE, Image, ImageId, ImageName, ImageSource};
@@ -35,14 +37,21 @@ pub struct BuildImage {
     pub packages: Vec<String>,
 }
 
-/// A validated build, ready to run with [`SandboxService::build_image`].
-#[derive(Debug, Clone)]
+/// A validated build, ready to run with [`SandboxService::build_image`]. It holds the
+/// image's name: no other build of it can start until the plan is dropped (by the end of
+/// its build, or unused).
+#[derive(Debug)]
 pub struct BuildPlan {
     name: ImageName,
     from: String,
     suite: String,
     packages: Vec<String>,
+    reservation: Reservation,
 }
+
+/// Names that are routes under `/v1/images/` (`POST /v1/images/build`,
+/// `GET /v1/images/builds`), so an image with one could not be reached by name there.
+const ROUTE_NAMES: [&str; 2] = ["build", "builds"];
 
 /// An image as the API shows it: a recorded one, or the built-in `host`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,11 +86,16 @@ impl SandboxService {
     /// Copies a directory of the host into a new image. The directory is read once;
     /// the image never changes afterwards.
     pub async fn import_image(&self, request: ImportImage) -> Result<ImageView, ServiceError> {
-        let name = ImageName::parse(&request.name).map_err(ServiceError::Invalid)?;
+        let name = new_image_name(&request.name)?;
         let source = validate_import_path(&request.path)?;
         let images = self.image_storage()?;
         if self.store.image_by_name(&name).await?.is_some() {
             return Err(ServiceError::ImageNameTaken(name.to_string()));
+        }
+        if self.builds.is_running(name.as_str()) {
+            return Err(ServiceError::ImageBuildInProgress(format!(
+                "image {name} is being built; cancel the build with `nexusctl image cancel {name}` or choose another name"
+            )));
         }
         let id = ImageId::generate();
         let size_bytes = {
@@ -103,9 +117,10 @@ impl SandboxService {
     }
 
     /// Checks a build request (names, base, packages, a builder here, the name free)
-    /// before anything runs, so a bad request fails at once.
+    /// before anything runs, so a bad request fails at once, and reserves the name: a
+    /// second build of it is refused while this one's plan lives.
     pub async fn plan_build(&self, request: BuildImage) -> Result<BuildPlan, ServiceError> {
-        let name = ImageName::parse(&request.name).map_err(ServiceError::Invalid)?;
+        let name = new_image_name(&request.name)?;
         let suite = request
             .from
             .strip_prefix("debian:")
@@ -136,6 +151,14 @@ impl SandboxService {
                 "this daemon cannot build images (no builder configured)".into(),
             ));
         }
+        // Reserved before the store is asked, so a build recording this name meanwhile
+        // is either still reserved here or already in the store.
+        let reservation = self.builds.reserve(RunningBuild {
+            name: name.to_string(),
+            from: request.from.clone(),
+            packages: request.packages.clone(),
+            started_at: self.clock.now(),
+        })?;
         if self.store.image_by_name(&name).await?.is_some() {
             return Err(ServiceError::ImageNameTaken(name.to_string()));
         }
@@ -144,17 +167,27 @@ impl SandboxService {
             from: request.from,
             suite,
             packages: request.packages,
+            reservation,
         })
     }
 
     /// Runs a build: the tree is made in a scratch directory, copied into the image
     /// storage, and recorded with the packages and the tool's version. Progress lines go
-    /// to `progress` as they come. Nothing is recorded when it fails.
+    /// to `progress` as they come. Nothing is recorded when it fails or is cancelled
+    /// ([`SandboxService::cancel_image_build`]), and the scratch directory is removed
+    /// however it ends. The image's name is free again when this returns.
     pub async fn build_image(
         &self,
         plan: BuildPlan,
         progress: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> Result<ImageView, ServiceError> {
+        let BuildPlan {
+            name,
+            from,
+            suite,
+            packages,
+            reservation,
+        } = plan;
         let images = self.image_storage()?;
         let builder = self.builder.clone().ok_or_else(|| {
             ServiceError::Invalid("this daemon cannot build images (no builder configured)".into())
@@ -164,32 +197,57 @@ impl SandboxService {
             let id = id.clone();
             image_blocking(images.clone(), move |s| s.scratch(&id)).await?
         };
-        tracing::info!(image = %plan.name, image_id = %id, from = %plan.from, packages = ?plan.packages, "image build started");
+        tracing::info!(image = %name, image_id = %id, %from, ?packages, "image build started");
         let built = builder
-            .build(&plan.suite, &plan.packages, &scratch, progress.clone())
+            .build(
+                &suite,
+                &packages,
+                &scratch,
+                progress.clone(),
+                reservation.token(),
+            )
             .await;
-        let imported = match built {
-            Ok(tool) => {
-                let _ = progress.send(format!("copying the tree into image {}", plan.name));
+        let imported = match (reservation.cancelled(), built) {
+            (Some(cause), _) => Err(cause),
+            (None, Ok(tool)) => {
+                let _ = progress.send(format!("copying the tree into image {name}"));
                 let (id, source) = (id.clone(), scratch.clone());
-                image_blocking(images.clone(), move |s| s.import(&id, &source))
-                    .await
-                    .map(|size| (tool, size))
+                Ok(
+                    image_blocking(images.clone(), move |s| s.import(&id, &source))
+                        .await
+                        .map(|size| (tool, size)),
+                )
             }
-            Err(message) => Err(ServiceError::ImageBuildFailed(format!(
-                "building image {} failed: {message}",
-                plan.name
-            ))),
+            (None, Err(message)) => Ok(Err(ServiceError::ImageBuildFailed(format!(
+                "building image {name} failed: {message}"
+            )))),
         };
         let cleanup = scratch.clone();
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(cleanup)).await;
-        let (tool, size_bytes) = imported?;
+        // Past this point a cancel is refused, so a cancel that succeeded never leaves
+        // an image behind.
+        let committed = match imported {
+            Ok(Ok(done)) => reservation.commit().map(|()| done),
+            Ok(Err(err)) => return Err(err),
+            Err(cause) => Err(cause),
+        };
+        let (tool, size_bytes) = match committed {
+            Ok(done) => done,
+            Err(cause) => {
+                let tree = id.clone();
+                if let Err(e) = image_blocking(images, move |s| s.delete(&tree)).await {
+                    tracing::warn!(image = %name, error = %e, "cannot remove the tree of a cancelled build; the next start sweeps it");
+                }
+                tracing::info!(image = %name, image_id = %id, ?cause, "image build cancelled; its processes are stopped and nothing was recorded");
+                return Err(cause.error(name.as_str()));
+            }
+        };
         let image = Image {
             id,
-            name: plan.name,
+            name,
             source: ImageSource::Built {
-                from: plan.from,
-                packages: plan.packages,
+                from,
+                packages,
                 tool,
             },
             size_bytes,
@@ -197,7 +255,9 @@ impl SandboxService {
         };
         self.record_image(&images, &image).await?;
         tracing::info!(image = %image.name, image_id = %image.id, size_bytes, "image built");
-        self.image_view(image.name.to_string(), Some(image)).await
+        let view = self.image_view(image.name.to_string(), Some(image)).await;
+        drop(reservation);
+        view
     }
 
     /// Deletes an image and its tree. Refused while any sandbox (in any state) is on it,
@@ -393,6 +453,17 @@ impl SandboxService {
             )
         })
     }
+}
+
+/// The name of a new image: valid, and not one of the [`ROUTE_NAMES`].
+fn new_image_name(text: &str) -> Result<ImageName, ServiceError> {
+    let name = ImageName::parse(text).map_err(ServiceError::Invalid)?;
+    if ROUTE_NAMES.contains(&text) {
+        return Err(ServiceError::Invalid(format!(
+            "name {text:?} is reserved (it is a route under /v1/images/); choose another name"
+        )));
+    }
+    Ok(name)
 }
 
 /// Checks the directory of an import: absolute, normalized, an existing directory.

@@ -1,15 +1,27 @@
 //! Unit tests of images through the service, over the fakes: import, use by sandboxes,
-//! refusal to delete an image in use, and the errors naming what exists.
+//! refusal to delete an image in use, the errors naming what exists, and builds: one per
+//! name, cancellable, leaving nothing behind.
 
 use std::sync::Arc;
 
 use super::tests::{request, world};
-use super::{BuildImage, CreateSandbox, ImportImage, SandboxService, ServiceConfig, ServiceError};
+use super::{
+    BuildCancel, BuildImage, CreateSandbox, ImportImage, SandboxService, ServiceConfig,
+    ServiceError,
+};
 use crate::image::ImageSource;
 use crate::testing::{FakeImageBuilder, FakeImageStorage};
 
 fn with_images(w: &super::tests::World) -> (SandboxService, Arc<FakeImageStorage>) {
+    let (service, images, _) = with_builder(w);
+    (service, images)
+}
+
+fn with_builder(
+    w: &super::tests::World,
+) -> (SandboxService, Arc<FakeImageStorage>, Arc<FakeImageBuilder>) {
     let images = Arc::new(FakeImageStorage::default());
+    let builder = Arc::new(FakeImageBuilder::default());
     let service = SandboxService::new(
         w.store.clone(),
         vec![w.driver.clone()],
@@ -18,8 +30,8 @@ fn with_images(w: &super::tests::World) -> (SandboxService, Arc<FakeImageStorage
         ServiceConfig::default(),
     )
     .with_images(images.clone())
-    .with_builder(Arc::new(FakeImageBuilder));
-    (service, images)
+    .with_builder(builder.clone());
+    (service, images, builder)
 }
 
 fn import(name: &str) -> ImportImage {
@@ -248,5 +260,200 @@ async fn bad_builds_are_refused_before_anything_runs() {
     ] {
         let err = service.plan_build(request).await.expect_err("bad");
         assert!(err.to_string().starts_with(field), "{err}");
+    }
+}
+
+fn build(name: &str, packages: &[&str]) -> BuildImage {
+    BuildImage {
+        name: name.into(),
+        from: "debian:bookworm".into(),
+        packages: packages.iter().map(|p| (*p).to_owned()).collect(),
+    }
+}
+
+type BuildTask = tokio::task::JoinHandle<Result<super::ImageView, ServiceError>>;
+
+/// Starts a build that hangs in the builder until it is cancelled, and waits until it
+/// is there.
+async fn hanging_build(service: &Arc<SandboxService>, name: &str) -> BuildTask {
+    let plan = service
+        .plan_build(build(name, &["python3", "hang"]))
+        .await
+        .expect("plan");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn({
+        let service = service.clone();
+        async move { service.build_image(plan, tx).await }
+    });
+    loop {
+        let line = rx.recv().await.expect("the build reaches the builder");
+        if line == "fake: installing hang" {
+            break;
+        }
+    }
+    task
+}
+
+#[tokio::test]
+async fn a_cancelled_build_records_nothing_removes_its_scratch_and_frees_the_name() {
+    let w = world();
+    let (service, images, builder) = with_builder(&w);
+    let service = Arc::new(service);
+    let task = hanging_build(&service, "py").await;
+    let running = service.image_builds();
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert_eq!(
+        (running[0].name.as_str(), running[0].from.as_str()),
+        ("py", "debian:bookworm")
+    );
+    assert_eq!(running[0].packages, ["python3", "hang"]);
+    let scratch = builder.dests().pop().expect("the builder ran");
+    assert!(
+        scratch.join("bootstrapped").exists(),
+        "{}",
+        scratch.display()
+    );
+
+    let outcome = service.cancel_image_build("py").await.expect("cancel");
+    assert_eq!(outcome, BuildCancel::Ended);
+    // When the cancel returns, the build is over: the name is free, the scratch gone.
+    assert!(service.image_builds().is_empty());
+    assert!(!scratch.exists(), "{} is left over", scratch.display());
+    let err = task.await.expect("join").expect_err("cancelled");
+    assert!(
+        matches!(&err, ServiceError::ImageBuildCancelled(m) if m == "the build of image py was cancelled"),
+        "{err:?}"
+    );
+    assert!(matches!(
+        service.image("py").await,
+        Err(ServiceError::ImageNotFound(_))
+    ));
+    assert_eq!(images.tree_count(), 0, "a cancelled build left a tree");
+
+    // The same name builds again, to the end.
+    let plan = service
+        .plan_build(build("py", &["python3"]))
+        .await
+        .expect("the name is free again");
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    service.build_image(plan, tx).await.expect("build");
+    assert!(service.image("py").await.is_ok());
+    assert_eq!(images.tree_count(), 1);
+}
+
+#[tokio::test]
+async fn a_second_build_of_a_name_being_built_is_refused_until_the_first_ends() {
+    let w = world();
+    let (service, _) = with_images(&w);
+    let first = service.plan_build(build("py", &[])).await.expect("plan");
+    let err = service
+        .plan_build(build("py", &["git"]))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, ServiceError::ImageBuildInProgress(m)
+            if m == "image py is already being built; cancel it with `nexusctl image cancel py`"),
+        "{err:?}"
+    );
+    let err = service
+        .import_image(import("py"))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, ServiceError::ImageBuildInProgress(m) if m.contains("nexusctl image cancel py")),
+        "{err:?}"
+    );
+    // Another name is not held up.
+    let other = service.plan_build(build("other", &[])).await.expect("plan");
+    drop(other);
+
+    // A build that fails frees the name.
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    drop(first);
+    let failing = service
+        .plan_build(build("py", &["missing"]))
+        .await
+        .expect("plan");
+    service.build_image(failing, tx).await.expect_err("fails");
+    assert!(service.image_builds().is_empty());
+    service
+        .plan_build(build("py", &[]))
+        .await
+        .expect("free after a failure");
+}
+
+#[tokio::test]
+async fn a_build_whose_task_panics_frees_its_name() {
+    let w = world();
+    let (service, _) = with_images(&w);
+    let plan = service.plan_build(build("py", &[])).await.expect("plan");
+    let died = tokio::spawn(async move {
+        let _plan = plan;
+        panic!("the build task dies");
+    })
+    .await;
+    assert!(died.expect_err("panicked").is_panic());
+    assert!(service.image_builds().is_empty());
+    service
+        .plan_build(build("py", &[]))
+        .await
+        .expect("the name is free");
+}
+
+#[tokio::test]
+async fn cancelling_a_build_that_does_not_run_is_not_found_and_says_what_there_is() {
+    let w = world();
+    let (service, _) = with_images(&w);
+    let err = service.cancel_image_build("nope").await.expect_err("none");
+    assert!(
+        matches!(&err, ServiceError::ImageBuildNotFound(m) if m.contains("`nexusctl image builds`")),
+        "{err:?}"
+    );
+    let plan = service.plan_build(build("py", &[])).await.expect("plan");
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    service.build_image(plan, tx).await.expect("build");
+    let err = service.cancel_image_build("py").await.expect_err("built");
+    assert!(
+        matches!(&err, ServiceError::ImageBuildNotFound(m) if m.contains("the image is built")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_shutdown_cancels_every_build_under_way() {
+    let w = world();
+    let (service, _, builder) = with_builder(&w);
+    let service = Arc::new(service);
+    let one = hanging_build(&service, "one").await;
+    let two = hanging_build(&service, "two").await;
+    assert_eq!(service.cancel_image_builds().await, 2);
+    assert!(service.image_builds().is_empty());
+    for task in [one, two] {
+        let err = task.await.expect("join").expect_err("cancelled");
+        assert!(
+            matches!(&err, ServiceError::ImageBuildCancelled(m) if m.contains("shutting down")),
+            "{err:?}"
+        );
+    }
+    for scratch in builder.dests() {
+        assert!(!scratch.exists(), "{} is left over", scratch.display());
+    }
+    assert_eq!(service.cancel_image_builds().await, 0);
+}
+
+#[tokio::test]
+async fn image_names_that_are_routes_are_refused() {
+    let w = world();
+    let (service, _) = with_images(&w);
+    for name in ["build", "builds"] {
+        let err = service
+            .plan_build(build(name, &[]))
+            .await
+            .expect_err("route");
+        assert!(
+            matches!(&err, ServiceError::Invalid(m) if m.starts_with("name") && m.contains("reserved")),
+            "{err:?}"
+        );
+        assert!(service.import_image(import(name)).await.is_err());
     }
 }

@@ -18,6 +18,7 @@ use crate::storage::{ImageBuilder, ImageStorage, QuotaStatus, StorageFault, Work
 use crate::store::{RuntimeUpdate, Store, StoreError, Transition};
 use crate::workspace::{Workspace, WorkspaceId};
 
+mod builds;
 mod images;
 #[cfg(test)]
 mod images_tests;
@@ -39,6 +40,7 @@ mod workspaces;
 #[cfg(test)]
 mod workspaces_tests;
 
+pub use builds::{BUILD_CANCEL_WAIT, BuildCancel, RunningBuild};
 pub use images::{BuildImage, BuildPlan, ImageView, ImportImage};
 pub use pool::{MAX_POOL_SIZE, PoolProfile, PoolStatus};
 pub use stats::{LiveStats, StatsSample};
@@ -204,6 +206,16 @@ pub enum ServiceError {
     /// Building an image failed; nothing was recorded. The message has the tool's output.
     #[error("{0}")]
     ImageBuildFailed(String),
+    /// A build of the image's name is under way (or too far along to cancel); the
+    /// message says how to cancel it.
+    #[error("{0}")]
+    ImageBuildInProgress(String),
+    /// No build of this image name is under way; the message says what there is.
+    #[error("{0}")]
+    ImageBuildNotFound(String),
+    /// The build was cancelled; its processes are gone and nothing was recorded.
+    #[error("{0}")]
+    ImageBuildCancelled(String),
     /// Workspace storage failed.
     #[error(transparent)]
     Storage(StorageFault),
@@ -264,6 +276,8 @@ pub struct SandboxService {
     images: Option<Arc<dyn ImageStorage>>,
     /// Builds images; `None` until [`SandboxService::with_builder`].
     builder: Option<Arc<dyn ImageBuilder>>,
+    /// The image builds under way, one per name (see `service::builds`).
+    builds: Arc<builds::Builds>,
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
     agents: Mutex<HashMap<SandboxId, AgentClient>>,
@@ -296,6 +310,7 @@ impl SandboxService {
             storage,
             images: None,
             builder: None,
+            builds: Arc::default(),
             clock,
             config,
             agents: Mutex::default(),

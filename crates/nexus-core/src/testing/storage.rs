@@ -203,6 +203,11 @@ pub struct FakeImageStorage {
 }
 
 impl FakeImageStorage {
+    /// How many image trees there are.
+    pub fn tree_count(&self) -> usize {
+        self.trees.lock().expect("fake lock").len()
+    }
+
     /// Whether this image has a tree.
     pub fn has(&self, image: &ImageId) -> bool {
         self.trees
@@ -267,10 +272,20 @@ impl FakeImageStorage {
     }
 }
 
-/// A builder that "installs" each package as one progress line, and fails on a package
-/// named `missing`.
+/// A builder that "installs" each package as one progress line (and writes a file into
+/// its directory), fails on a package named `missing`, and on a package named `hang` waits
+/// until its build is cancelled.
 #[derive(Debug, Default)]
-pub struct FakeImageBuilder;
+pub struct FakeImageBuilder {
+    dests: Mutex<Vec<PathBuf>>,
+}
+
+impl FakeImageBuilder {
+    /// The directories builds were asked to fill, oldest first.
+    pub fn dests(&self) -> Vec<PathBuf> {
+        self.dests.lock().expect("fake lock").clone()
+    }
+}
 
 #[async_trait::async_trait]
 impl crate::storage::ImageBuilder for FakeImageBuilder {
@@ -278,15 +293,25 @@ impl crate::storage::ImageBuilder for FakeImageBuilder {
         &self,
         suite: &str,
         packages: &[String],
-        _dest: &Path,
+        dest: &Path,
         progress: tokio::sync::mpsc::UnboundedSender<String>,
+        cancel: tokio_util::sync::CancellationToken,
     ) -> Result<String, String> {
+        self.dests
+            .lock()
+            .expect("fake lock")
+            .push(dest.to_path_buf());
         let _ = progress.send(format!("fake: bootstrapping {suite}"));
+        std::fs::write(dest.join("bootstrapped"), suite).map_err(|e| format!("fake: {e}"))?;
         for package in packages {
             if package == "missing" {
                 return Err("E: Unable to locate package missing".into());
             }
             let _ = progress.send(format!("fake: installing {package}"));
+            if package == "hang" {
+                cancel.cancelled().await;
+                return Err("fake: stopped".into());
+            }
         }
         Ok("fake-builder 1.0".into())
     }

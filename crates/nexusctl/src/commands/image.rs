@@ -1,4 +1,4 @@
-//! `nexusctl image list|inspect|import|build|delete`.
+//! `nexusctl image list|inspect|import|build|builds|cancel|delete`.
 
 use std::fmt::Write;
 
@@ -8,8 +8,10 @@ use nexus_api::{
     BuildImageRequest, ImageBuildEvent, ImageInfo, ImageSourceInfo, ImportImageRequest,
 };
 use nexus_client::Client;
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::ImageCommand;
+use crate::commands::exec::ExitWith;
 use crate::output::{Output, age, human_bytes, plain_table, render_table, write_raw};
 
 /// Runs one `image` subcommand.
@@ -65,36 +67,44 @@ pub async fn run(client: &Client, command: ImageCommand, out: Output) -> anyhow:
             from,
             packages,
         } => {
-            let mut events = client
-                .build_image(&BuildImageRequest {
-                    name: name.clone(),
+            build(
+                client,
+                BuildImageRequest {
+                    name,
                     from,
                     packages,
-                })
-                .await?;
-            while let Some(event) = events.next().await {
-                match event? {
-                    ImageBuildEvent::Progress { line } => {
-                        // Progress goes to stderr, so stdout stays the result.
-                        write_raw(&mut std::io::stderr(), format!("{line}\n").as_bytes())?;
-                    }
-                    ImageBuildEvent::Done { image } => {
-                        if out.json {
-                            return out.json(&image);
-                        }
-                        return out.text(&format!(
-                            "{} built ({}, {})\n",
-                            image.name,
-                            image.id.as_deref().unwrap_or("-"),
-                            image.size_bytes.map_or_else(|| "-".into(), human_bytes)
-                        ));
-                    }
-                    ImageBuildEvent::Failed { error } => {
-                        anyhow::bail!("{} ({})", error.message, error.code);
-                    }
-                }
+                },
+                out,
+            )
+            .await
+        }
+        ImageCommand::Builds => {
+            let list = client.image_builds().await?;
+            if out.json {
+                return out.json(&list);
             }
-            anyhow::bail!("the daemon ended the build of {name} without a result")
+            let mut table = plain_table(&["NAME", "FROM", "PACKAGES", "STARTED"]);
+            for b in &list.builds {
+                table.add_row([
+                    b.name.clone(),
+                    b.from.clone(),
+                    if b.packages.is_empty() {
+                        "-".into()
+                    } else {
+                        b.packages.join(",")
+                    },
+                    format!("{} ago", age(&b.started_at)),
+                ]);
+            }
+            out.text(&render_table(table))
+        }
+        ImageCommand::Cancel { name } => {
+            client.cancel_image_build(&name).await?;
+            if out.json {
+                out.json(&serde_json::json!({ "cancelled": name }))
+            } else {
+                out.text(&format!("the build of {name} is cancelled\n"))
+            }
         }
         ImageCommand::Delete { image } => {
             client.delete_image(&image).await?;
@@ -105,6 +115,77 @@ pub async fn run(client: &Client, command: ImageCommand, out: Output) -> anyhow:
             }
         }
     }
+}
+
+/// `nexusctl image build`: streams the progress to stderr and prints the image. Ctrl-C
+/// (from the moment the request is sent) asks the daemon to cancel the build, then exits
+/// with 130; a second Ctrl-C exits without waiting for the cancel.
+async fn build(client: &Client, request: BuildImageRequest, out: Output) -> anyhow::Result<()> {
+    // Installed before the request, so no Ctrl-C leaves a build running unseen.
+    let mut interrupt =
+        signal(SignalKind::interrupt()).context("cannot install the Ctrl-C handler")?;
+    let name = request.name.clone();
+    let mut events = tokio::select! {
+        started = client.build_image(&request) => started?,
+        _ = interrupt.recv() => return interrupted(client, &name, &mut interrupt).await,
+    };
+    loop {
+        let event = tokio::select! {
+            event = events.next() => event,
+            _ = interrupt.recv() => return interrupted(client, &name, &mut interrupt).await,
+        };
+        let Some(event) = event else {
+            anyhow::bail!("the daemon ended the build of {name} without a result");
+        };
+        match event? {
+            ImageBuildEvent::Progress { line } => {
+                // Progress goes to stderr, so stdout stays the result.
+                write_raw(&mut std::io::stderr(), format!("{line}\n").as_bytes())?;
+            }
+            ImageBuildEvent::Done { image } => {
+                if out.json {
+                    return out.json(&image);
+                }
+                return out.text(&format!(
+                    "{} built ({}, {})\n",
+                    image.name,
+                    image.id.as_deref().unwrap_or("-"),
+                    image.size_bytes.map_or_else(|| "-".into(), human_bytes)
+                ));
+            }
+            ImageBuildEvent::Failed { error } => {
+                anyhow::bail!("{} ({})", error.message, error.code);
+            }
+        }
+    }
+}
+
+/// After Ctrl-C during a build: asks the daemon to cancel it, then leaves with 130 (as a
+/// shell reports SIGINT).
+async fn interrupted(
+    client: &Client,
+    name: &str,
+    interrupt: &mut tokio::signal::unix::Signal,
+) -> anyhow::Result<()> {
+    write_raw(
+        &mut std::io::stderr(),
+        format!("cancelling the build of {name}\n").as_bytes(),
+    )?;
+    let cancelled = tokio::select! {
+        cancelled = client.cancel_image_build(name) => cancelled,
+        _ = interrupt.recv() => Ok(()),
+    };
+    match cancelled {
+        // It ended meanwhile, or the request was refused before it started.
+        Ok(()) => {}
+        Err(e) if e.code() == Some("image_build_not_found") => {}
+        Err(e) => {
+            let e = anyhow::Error::from(e);
+            let text = format!("Error: cannot cancel the build of {name}: {e:#}\n");
+            write_raw(&mut std::io::stderr(), text.as_bytes())?;
+        }
+    }
+    Err(ExitWith(130).into())
 }
 
 fn source_kind(source: &ImageSourceInfo) -> &'static str {

@@ -65,6 +65,21 @@ impl Env {
             .env("NEXUS_URL", url);
         cmd
     }
+
+    /// `nexusctl` as a plain process with this environment, for runs that must be
+    /// watched or signalled while they last.
+    pub fn nexusctl_process(&self, url: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nexusctl"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.path("home"))
+            .env("XDG_CONFIG_HOME", self.path("config"))
+            .env("XDG_STATE_HOME", self.path("state"))
+            .env("XDG_DATA_HOME", self.path("data"))
+            .env("XDG_RUNTIME_DIR", self.path("run"))
+            .env("NEXUS_URL", url);
+        cmd
+    }
 }
 
 /// A loopback address nothing listens on.

@@ -296,6 +296,15 @@ impl From<ServiceError> for ApiError {
             ServiceError::ImageBuildFailed(_) => {
                 ApiError::new(ErrorCode::ImageBuildFailed, message)
             }
+            ServiceError::ImageBuildInProgress(_) => {
+                ApiError::new(ErrorCode::ImageBuildInProgress, message)
+            }
+            ServiceError::ImageBuildNotFound(_) => {
+                ApiError::new(ErrorCode::ImageBuildNotFound, message)
+            }
+            ServiceError::ImageBuildCancelled(_) => {
+                ApiError::new(ErrorCode::ImageBuildCancelled, message)
+            }
             ServiceError::SnapshotNotFound(_) => {
                 ApiError::new(ErrorCode::SnapshotNotFound, message)
             }

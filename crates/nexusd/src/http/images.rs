@@ -1,5 +1,6 @@
-//! `/v1/images`: list, inspect, import and delete images (the built-in `host` included).
-//! Handlers only translate to and from the service.
+//! `/v1/images`: list, inspect, import, build and delete images (the built-in `host`
+//! included), and list or cancel the builds under way. Handlers only translate to and
+//! from the service.
 
 use axum::Json;
 use axum::body::Body;
@@ -7,11 +8,11 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use nexus_api::{
-    BuildImageRequest, ErrorBody, ErrorDetail, ImageBuildEvent, ImageInfo, ImageList,
-    ImageSourceInfo, ImportImageRequest,
+    BuildImageRequest, ErrorBody, ErrorCode, ErrorDetail, ImageBuildEvent, ImageBuildInfo,
+    ImageBuildList, ImageInfo, ImageList, ImageSourceInfo, ImportImageRequest,
 };
 use nexus_core::ImageSource;
-use nexus_core::service::{BuildImage, ImageView, ImportImage, ServiceError};
+use nexus_core::service::{BuildCancel, BuildImage, ImageView, ImportImage, ServiceError};
 
 use super::convert::rfc3339;
 use super::error::ApiError;
@@ -67,10 +68,11 @@ pub async fn import(
 }
 
 /// Builds an image from a distribution's packages with mmdebstrap. The request is
-/// checked first (errors are ordinary error responses); then the answer is a stream of
-/// newline-delimited `ImageBuildEvent`s: `progress` lines as the tool prints them, and one
-/// final `done` (with the image) or `failed`. The build runs to its end even if the
-/// client goes away.
+/// checked first (errors are ordinary error responses) and the name is held for this
+/// build; then the answer is a stream of newline-delimited `ImageBuildEvent`s: `progress`
+/// lines as the tool prints them, and one final `done` (with the image) or `failed`
+/// (`image_build_cancelled` when it was cancelled). The build runs to its end even if the
+/// client goes away; `DELETE /v1/images/builds/{name}` cancels it.
 #[utoipa::path(
     post,
     path = "/v1/images/build",
@@ -80,7 +82,7 @@ pub async fn import(
     responses(
         (status = 200, description = "The build's progress, one `ImageBuildEvent` per line (application/x-ndjson)", body = ImageBuildEvent),
         (status = 400, description = "A field is invalid; nothing was built", body = ErrorBody),
-        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 409, description = "The name is taken (`image_name_taken`), or a build of it is under way (`image_build_in_progress`)", body = ErrorBody),
     )
 )]
 pub async fn build(
@@ -118,7 +120,7 @@ pub async fn build(
             },
             Err(_) => ImageBuildEvent::Failed {
                 error: ErrorDetail {
-                    code: nexus_api::ErrorCode::Internal.as_str().to_owned(),
+                    code: ErrorCode::Internal.as_str().to_owned(),
                     message: "the build task ended without a result".into(),
                 },
             },
@@ -132,6 +134,57 @@ pub async fn build(
         .into_response())
 }
 
+/// The image builds under way, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/images/builds",
+    tag = "images",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The builds under way", body = ImageBuildList))
+)]
+pub async fn builds(State(state): State<AppState>) -> Json<ImageBuildList> {
+    let builds = state
+        .sandboxes
+        .image_builds()
+        .into_iter()
+        .map(|b| ImageBuildInfo {
+            name: b.name,
+            from: b.from,
+            packages: b.packages,
+            started_at: rfc3339(b.started_at),
+        })
+        .collect();
+    Json(ImageBuildList { builds })
+}
+
+/// Cancels the build of an image: its processes are stopped (SIGTERM, then SIGKILL after
+/// a short grace), its scratch directory removed, nothing is recorded, and its progress
+/// stream ends with a `failed` event coded `image_build_cancelled`. Answers once the
+/// build has ended (204), so the name is free again; 202 when it is still stopping after
+/// a while.
+#[utoipa::path(
+    delete,
+    path = "/v1/images/builds/{name}",
+    tag = "images",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "The name of the image being built")),
+    responses(
+        (status = 204, description = "Cancelled; the build has ended"),
+        (status = 202, description = "Cancelled; the build is still stopping"),
+        (status = 404, description = "No build of that name is under way (`image_build_not_found`)", body = ErrorBody),
+        (status = 409, description = "The build is recording its image and can no longer be cancelled (`image_build_in_progress`)", body = ErrorBody),
+    )
+)]
+pub async fn cancel_build(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    Ok(match state.sandboxes.cancel_image_build(&name).await? {
+        BuildCancel::Ended => StatusCode::NO_CONTENT,
+        BuildCancel::Stopping => StatusCode::ACCEPTED,
+    })
+}
+
 /// A failed build as the error detail of its last line (5xx details go to the log).
 fn failure(err: ServiceError) -> ErrorDetail {
     let message = err.to_string();
@@ -140,7 +193,10 @@ fn failure(err: ServiceError) -> ErrorDetail {
         tracing::error!(error = %message, "image build failed");
         "internal error; the daemon log has the details".to_owned()
     } else {
-        tracing::warn!(error = %message, "image build failed");
+        // A cancelled build was logged by the service, at info: nothing went wrong.
+        if code != ErrorCode::ImageBuildCancelled {
+            tracing::warn!(error = %message, "image build failed");
+        }
         message
     };
     ErrorDetail {

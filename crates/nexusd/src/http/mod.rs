@@ -66,6 +66,8 @@ fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(images::list, images::import))
         .routes(routes!(images::get, images::delete))
         .routes(routes!(images::build))
+        .routes(routes!(images::builds))
+        .routes(routes!(images::cancel_build))
         .routes(routes!(sandboxes::exec))
         .routes(routes!(network::set))
         .routes(routes!(network::log))

@@ -6,6 +6,7 @@ mod console;
 mod egress;
 mod files;
 mod harness;
+mod image_builds;
 mod images;
 mod lifecycle;
 mod mcp;
