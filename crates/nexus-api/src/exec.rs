@@ -28,8 +28,9 @@ pub struct ExecRequest {
     /// Kill the process (and its children) after this many milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
-    /// Cap on collected stdout plus stderr [default: 2000000]; beyond it output is
-    /// discarded (the process keeps running) and `output_truncated` is set.
+    /// Cap on collected stdout plus stderr [default: 2000000, and none when streaming];
+    /// beyond it output is discarded (the process keeps running) and `output_truncated`
+    /// is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_bytes: Option<u64>,
     /// How `stdout`/`stderr` are encoded in the result: `utf8` (invalid bytes replaced)

@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod exec;
+pub mod exec_stream;
 pub mod files;
 pub mod image;
 pub mod network;

@@ -13,7 +13,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use nexus_api::{
     CreateSandboxRequest, DaemonStatus, ErrorBody, ExecEvent, ExecRequest, ExecResult, ExitStatus,
     Health, OutputLine, ProcessInfo, ProcessList, SandboxInfo, SandboxList, SignalRequest,
-    StartProcessRequest,
+    StartProcessRequest, exec_stream,
 };
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -232,6 +232,53 @@ impl Client {
         self.ndjson(builder).await
     }
 
+    /// `POST /v1/sandboxes/{id}/exec` with `stream: true` in the binary form
+    /// ([`nexus_api::exec_stream`]): stdout and stderr bytes as the process writes them,
+    /// without base64, then the `exit` (or `error`) event.
+    pub async fn exec_stream_binary(
+        &self,
+        id: &str,
+        request: &ExecRequest,
+    ) -> Result<
+        impl Stream<Item = Result<exec_stream::Frame, ClientError>> + Unpin + use<>,
+        ClientError,
+    > {
+        let mut request = request.clone();
+        request.stream = true;
+        let builder = self
+            .http
+            .post(self.url(&format!("/v1/sandboxes/{}/exec", segment(id))))
+            .header(reqwest::header::ACCEPT, exec_stream::MEDIA_TYPE)
+            .json(&request);
+        let response = self.send(self.authed(builder)).await?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(api_error(status, response).await);
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        if content_type != exec_stream::MEDIA_TYPE {
+            return Err(ClientError::Unexpected {
+                status: status.as_u16(),
+                detail: format!(
+                    "the daemon answered a binary exec stream with {content_type:?}; upgrade nexusd"
+                ),
+            });
+        }
+        let addr = self.addr();
+        let bytes = response
+            .bytes_stream()
+            .map_err(move |source| ClientError::Transport {
+                addr: addr.clone(),
+                source,
+            });
+        Ok(Box::pin(binary_frames(bytes)))
+    }
+
     /// `POST /v1/sandboxes/{id}/processes`: a background process.
     pub async fn start_process(
         &self,
@@ -388,6 +435,41 @@ fn segment(text: &str) -> String {
 }
 
 /// Splits a byte stream into lines and decodes each as an [`ExecEvent`].
+/// The frames of a binary exec stream; a body that ends inside a frame is an error.
+fn binary_frames(
+    bytes: impl Stream<Item = Result<bytes::Bytes, ClientError>> + Unpin,
+) -> impl Stream<Item = Result<exec_stream::Frame, ClientError>> {
+    let broken = |e: exec_stream::DecodeError| ClientError::Unexpected {
+        status: 200,
+        detail: format!("cannot decode the exec stream: {e}"),
+    };
+    futures::stream::unfold(
+        (bytes, exec_stream::Decoder::default(), false),
+        move |(mut bytes, mut decoder, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => return Some((Ok(frame), (bytes, decoder, false))),
+                    Ok(None) => {}
+                    Err(e) => return Some((Err(broken(e)), (bytes, decoder, true))),
+                }
+                match bytes.next().await {
+                    Some(Ok(chunk)) => decoder.push(&chunk),
+                    Some(Err(e)) => return Some((Err(e), (bytes, decoder, true))),
+                    None => {
+                        return decoder
+                            .finish()
+                            .err()
+                            .map(|e| (Err(broken(e)), (bytes, decoder, true)));
+                    }
+                }
+            }
+        },
+    )
+}
+
 fn ndjson_lines<T: DeserializeOwned>(
     bytes: impl Stream<Item = Result<bytes::Bytes, ClientError>> + Unpin,
 ) -> impl Stream<Item = Result<T, ClientError>> {

@@ -3,9 +3,8 @@
 
 use std::io::{Read, Write};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::StreamExt;
+use nexus_api::exec_stream::Frame;
 use nexus_api::{ExecEvent, ExecRequest, ExitStatus, OutputEncoding};
 use nexus_client::Client;
 
@@ -77,29 +76,16 @@ async fn stream(
     request: &ExecRequest,
     out: Output,
 ) -> anyhow::Result<()> {
-    let mut events = client.exec_stream(sandbox, request).await?;
+    let mut frames = client.exec_stream_binary(sandbox, request).await?;
     let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr());
     let mut collected = (Vec::new(), Vec::new());
-    while let Some(event) = events.next().await {
-        match event? {
-            ExecEvent::Started { .. } => {}
-            ExecEvent::Stdout { data } => {
-                let bytes = BASE64.decode(data)?;
-                if out.json {
-                    collected.0.extend_from_slice(&bytes)
-                } else {
-                    write_raw(&mut stdout, &bytes)?
-                }
-            }
-            ExecEvent::Stderr { data } => {
-                let bytes = BASE64.decode(data)?;
-                if out.json {
-                    collected.1.extend_from_slice(&bytes)
-                } else {
-                    write_raw(&mut stderr, &bytes)?
-                }
-            }
-            ExecEvent::Exit(status) => {
+    while let Some(frame) = frames.next().await {
+        match frame? {
+            Frame::Stdout(bytes) if out.json => collected.0.extend_from_slice(&bytes),
+            Frame::Stdout(bytes) => write_raw(&mut stdout, &bytes)?,
+            Frame::Stderr(bytes) if out.json => collected.1.extend_from_slice(&bytes),
+            Frame::Stderr(bytes) => write_raw(&mut stderr, &bytes)?,
+            Frame::Event(ExecEvent::Exit(status)) => {
                 if out.json {
                     drop(stdout);
                     out.json(&serde_json::json!({
@@ -112,9 +98,10 @@ async fn stream(
                 }
                 return finish(&status);
             }
-            ExecEvent::Error { message } => {
+            Frame::Event(ExecEvent::Error { message }) => {
                 anyhow::bail!("the command's output stream failed: {message}")
             }
+            Frame::Event(_) => {}
         }
     }
     anyhow::bail!("the daemon closed the stream before the command finished")

@@ -57,6 +57,22 @@ async fn the_sandbox_lifecycle_from_the_command_line() {
     .code(7)
     .stdout("bar\n")
     .stderr(predicate::str::contains("to-err"));
+    // Output is passed through byte for byte, and a streamed exec has no output cap.
+    let big = nxc(&[
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "printf 'a\\000\\377'; head -c 3000000 /dev/zero",
+    ])
+    .assert()
+    .success()
+    .get_output()
+    .stdout
+    .clone();
+    assert_eq!(big.len(), 3_000_003);
+    assert_eq!(&big[..3], b"a\0\xff");
     nxc(&["exec", "web", "--", "sh", "-c", "kill -9 $$"])
         .assert()
         .code(137);

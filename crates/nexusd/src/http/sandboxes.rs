@@ -3,15 +3,16 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
 use futures::StreamExt;
-use nexus_agent_proto::{ExitInfo, OutputEvent};
+use nexus_agent_proto::{ExitInfo, OutputEvent, StreamKind};
 use nexus_api::{
     CreateSandboxRequest, ErrorBody, ExecEvent, ExecRequest, ExecResult, ExitStatus,
-    OutputEncoding, SandboxInfo, SandboxList,
+    OutputEncoding, SandboxInfo, SandboxList, exec_stream,
 };
 use serde::Deserialize;
 
@@ -209,7 +210,9 @@ pub async fn delete(
 }
 
 /// Runs a command in a running sandbox: the whole result at the end, or (with
-/// `stream: true`) newline-delimited JSON events as output is written.
+/// `stream: true`) newline-delimited JSON events as output is written. A streaming client
+/// that sends `Accept: application/vnd.nexus.exec-stream` gets binary frames instead:
+/// the output's bytes as they are, without base64 (see `nexus_api::exec_stream`).
 #[utoipa::path(
     post,
     path = "/v1/sandboxes/{id}/exec",
@@ -218,7 +221,7 @@ pub async fn delete(
     params(("id" = String, Path, description = "Sandbox id or name")),
     request_body = ExecRequest,
     responses(
-        (status = 200, description = "Finished (or, when streaming, one `ExecEvent` per line)", body = ExecResult),
+        (status = 200, description = "Finished (or, when streaming, one `ExecEvent` per line; binary frames with `Accept: application/vnd.nexus.exec-stream`)", body = ExecResult),
         (status = 400, description = "Invalid request", body = ErrorBody),
         (status = 404, description = "No such sandbox", body = ErrorBody),
         (status = 409, description = "The sandbox is not running", body = ErrorBody),
@@ -227,8 +230,10 @@ pub async fn delete(
 pub async fn exec(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<ExecRequest>,
 ) -> Result<Response, ApiError> {
+    let wire = Wire::chosen_by(&headers);
     let stream = body.stream;
     let encoding = body.encoding;
     let stdin = body.stdin.clone().map(String::into_bytes);
@@ -247,75 +252,127 @@ pub async fn exec(
     let process = state.sandboxes.exec(&id, request, stdin).await?;
     let service = state.sandboxes.clone();
     let pid = process.handle.pid;
-    let events = async_stream(process, service, pid);
+    let events = async_stream(process, service, pid, wire);
     Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        [(header::CONTENT_TYPE, wire.media_type())],
         Body::from_stream(events),
     )
         .into_response())
 }
 
-/// The NDJSON lines of a streamed exec, ending with `exit` or `error`.
+/// How a streamed exec is sent: NDJSON `ExecEvent`s with base64 output (the default), or
+/// the binary frames of [`nexus_api::exec_stream`] when the client accepts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Ndjson,
+    Binary,
+}
+
+impl Wire {
+    fn chosen_by(headers: &HeaderMap) -> Self {
+        let accepts_binary = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.split(';').next().map(str::trim) == Some(exec_stream::MEDIA_TYPE));
+        if accepts_binary {
+            Self::Binary
+        } else {
+            Self::Ndjson
+        }
+    }
+
+    fn media_type(self) -> &'static str {
+        match self {
+            Self::Ndjson => "application/x-ndjson",
+            Self::Binary => exec_stream::MEDIA_TYPE,
+        }
+    }
+
+    fn event(self, event: &ExecEvent) -> Bytes {
+        match self {
+            Self::Ndjson => {
+                let mut bytes = serde_json::to_vec(event).expect("events always serialize");
+                bytes.push(b'\n');
+                bytes.into()
+            }
+            Self::Binary => exec_stream::encode_event(event),
+        }
+    }
+
+    fn output(self, kind: StreamKind, bytes: &[u8]) -> Bytes {
+        match (self, kind) {
+            (Self::Ndjson, StreamKind::Stdout) => self.event(&ExecEvent::Stdout {
+                data: BASE64.encode(bytes),
+            }),
+            (Self::Ndjson, StreamKind::Stderr) => self.event(&ExecEvent::Stderr {
+                data: BASE64.encode(bytes),
+            }),
+            (Self::Binary, StreamKind::Stdout) => exec_stream::encode(exec_stream::STDOUT, bytes),
+            (Self::Binary, StreamKind::Stderr) => exec_stream::encode(exec_stream::STDERR, bytes),
+        }
+    }
+}
+
+/// The body of a streamed exec, ending with `exit` or `error`.
 fn async_stream(
     process: nexus_core::service::StartedProcess,
     service: std::sync::Arc<nexus_core::service::SandboxService>,
     pid: u32,
-) -> impl futures::Stream<Item = Result<Vec<u8>, std::convert::Infallible>> {
-    let started = futures::stream::once(async move { Ok(line(&ExecEvent::Started { pid })) });
+    wire: Wire,
+) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    let started = futures::stream::once(async move { Ok(wire.event(&ExecEvent::Started { pid })) });
     let rest = futures::stream::unfold(Some(process), move |state| {
         let service = service.clone();
         async move {
             let mut process = state?;
-            let event = match process.output.next().await {
-                Some(Ok(OutputEvent::Stdout { bytes, .. })) => ExecEvent::Stdout {
-                    data: BASE64.encode(&bytes),
-                },
-                Some(Ok(OutputEvent::Stderr { bytes, .. })) => ExecEvent::Stderr {
-                    data: BASE64.encode(&bytes),
-                },
-                Some(Ok(OutputEvent::Skipped { .. })) => {
-                    return Some((Ok(Vec::new()), Some(process)));
+            let chunk = match process.output.next().await {
+                Some(Ok(OutputEvent::Stdout { bytes, .. })) => {
+                    wire.output(StreamKind::Stdout, &bytes)
                 }
+                Some(Ok(OutputEvent::Stderr { bytes, .. })) => {
+                    wire.output(StreamKind::Stderr, &bytes)
+                }
+                Some(Ok(OutputEvent::Skipped { .. })) => Bytes::new(),
                 Some(Ok(OutputEvent::Exit(exit))) => {
                     let oom = service.oom_killed(&process, &exit).await;
                     if let Err(e) = process.handle.forget().await {
                         tracing::debug!(error = %e, "forgetting a finished process failed");
                     }
-                    return Some((Ok(line(&ExecEvent::Exit(exit_status(&exit, oom)))), None));
+                    let last = wire.event(&ExecEvent::Exit(exit_status(&exit, oom)));
+                    return Some((Ok(last), None));
                 }
                 Some(Err(e)) => {
-                    return Some((
-                        Ok(line(&ExecEvent::Error {
-                            message: e.to_string(),
-                        })),
-                        None,
-                    ));
+                    let message = e.to_string();
+                    return Some((Ok(wire.event(&ExecEvent::Error { message })), None));
                 }
                 None => {
                     let message = "the output stream ended without an exit status".to_owned();
-                    return Some((Ok(line(&ExecEvent::Error { message })), None));
+                    return Some((Ok(wire.event(&ExecEvent::Error { message })), None));
                 }
             };
-            Some((Ok(line(&event)), Some(process)))
+            Some((Ok(chunk), Some(process)))
         }
     });
     started.chain(rest)
 }
 
-fn line(event: &ExecEvent) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec(event).expect("events always serialize");
-    bytes.push(b'\n');
-    bytes
-}
-
+/// The agent's request for an exec. The output cap bounds what is *collected*: a
+/// streamed exec collects nothing (the agent keeps only its recent window, and a slow
+/// reader holds the process back), so it has no cap unless the request sets one;
+/// `nexusctl exec SB -- cat big.log` streams the whole file.
 fn agent_request(body: ExecRequest) -> nexus_agent_proto::ExecRequest {
+    let default_cap = if body.stream {
+        u64::MAX
+    } else {
+        nexus_api::exec::DEFAULT_MAX_OUTPUT_BYTES
+    };
     let mut request = nexus_agent_proto::ExecRequest::new(body.argv);
     request.env = body.env;
     request.cwd = body.cwd;
     request.timeout_ms = body.timeout_ms;
-    request.max_output_bytes = body
-        .max_output_bytes
-        .unwrap_or(nexus_api::exec::DEFAULT_MAX_OUTPUT_BYTES);
+    request.max_output_bytes = body.max_output_bytes.unwrap_or(default_cap);
     request
 }
 

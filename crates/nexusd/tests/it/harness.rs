@@ -364,6 +364,30 @@ impl Api {
         json
     }
 
+    /// The raw body of a streamed exec in the binary form.
+    pub async fn exec_stream_binary(&self, sandbox: &str, argv: &[&str]) -> (u16, String, Vec<u8>) {
+        let res = self
+            .http
+            .post(format!("{}/v1/sandboxes/{sandbox}/exec", self.base))
+            .bearer_auth(&self.token)
+            .header("accept", nexus_api::exec_stream::MEDIA_TYPE)
+            .json(&serde_json::json!({"argv": argv, "stream": true}))
+            .send()
+            .await
+            .expect("request");
+        let status = res.status().as_u16();
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+            .unwrap_or_default();
+        (
+            status,
+            content_type,
+            res.bytes().await.expect("body").to_vec(),
+        )
+    }
+
     /// The raw bytes of a streamed exec.
     pub async fn exec_stream(&self, sandbox: &str, argv: &[&str]) -> (u16, String, String) {
         let res = self

@@ -137,6 +137,103 @@ async fn streamed_exec_is_ndjson_and_binary_safe() {
     assert!(events.iter().any(|e| e["type"] == "stderr"));
 }
 
+/// With `Accept: application/vnd.nexus.exec-stream` the output comes as binary frames:
+/// every byte as written, on its own stream, then the exit.
+#[tokio::test(flavor = "multi_thread")]
+async fn binary_exec_stream_carries_the_bytes_as_they_are() {
+    use nexus_api::ExecEvent;
+    use nexus_api::exec_stream::{Decoder, Frame};
+    require_bwrap!();
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs);
+    let api = Api::new(&daemon, &dirs);
+    api.create(json!({"name": "binary"})).await;
+    let script = "printf 'a\\000\\377b'; head -c 3000000 /dev/zero; echo err >&2; exit 3";
+    let (status, content_type, body) = api
+        .exec_stream_binary("binary", &["sh", "-c", script])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type, nexus_api::exec_stream::MEDIA_TYPE);
+    let mut decoder = Decoder::default();
+    decoder.push(&body);
+    let mut frames = Vec::new();
+    while let Some(frame) = decoder.next_frame().expect("well-formed frames") {
+        frames.push(frame);
+    }
+    decoder.finish().expect("the body ends between frames");
+    assert!(
+        matches!(
+            frames.first(),
+            Some(Frame::Event(ExecEvent::Started { .. }))
+        ),
+        "{frames:?}"
+    );
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    for frame in &frames {
+        match frame {
+            Frame::Stdout(bytes) => stdout.extend_from_slice(bytes),
+            Frame::Stderr(bytes) => stderr.extend_from_slice(bytes),
+            Frame::Event(_) => {}
+        }
+    }
+    assert_eq!(stdout.len(), 3_000_004, "no cap on a streamed exec");
+    assert_eq!(&stdout[..4], b"a\0\xffb");
+    assert!(stdout[4..].iter().all(|&b| b == 0));
+    assert_eq!(stderr, b"err\n");
+    match frames.last() {
+        Some(Frame::Event(ExecEvent::Exit(status))) => assert_eq!(status.exit_code, Some(3)),
+        other => panic!("the last frame is not the exit: {other:?}"),
+    }
+
+    // Without the header, the same request still gets NDJSON.
+    let (_, content_type, _) = api.exec_stream("binary", &["true"]).await;
+    assert_eq!(content_type, "application/x-ndjson");
+}
+
+/// The output cap bounds collected output only: a streamed exec delivers every byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_exec_has_no_output_cap_unless_asked() {
+    require_bwrap!();
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs);
+    let api = Api::new(&daemon, &dirs);
+    api.create(json!({"name": "big"})).await;
+    let five_mb = ["head", "-c", "5000000", "/dev/zero"];
+    let (status, _, body) = api.exec_stream("big", &five_mb).await;
+    assert_eq!(status, 200);
+    let events: Vec<serde_json::Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let streamed: usize = events
+        .iter()
+        .filter(|e| e["type"] == "stdout")
+        .map(|e| {
+            base64::engine::general_purpose::STANDARD
+                .decode(e["data"].as_str().expect("data"))
+                .expect("b64")
+                .len()
+        })
+        .sum();
+    let last = events.last().expect("last");
+    assert_eq!(streamed, 5_000_000, "{last}");
+    assert_eq!(last["output_truncated"], false, "{last}");
+
+    // Collected, the default cap applies.
+    let (_, collected) = api
+        .post("/v1/sandboxes/big/exec", json!({"argv": five_mb}))
+        .await;
+    assert_eq!(
+        collected["output_truncated"], true,
+        "{}",
+        collected["exit_code"]
+    );
+    assert_eq!(
+        collected["stdout"].as_str().expect("stdout").len(),
+        nexus_api::exec::DEFAULT_MAX_OUTPUT_BYTES as usize
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn limits_that_bite_are_reported() {
     require_bwrap!();
