@@ -11,7 +11,10 @@
 //!   `file_download_1g` / `file_upload_1g` (`read_file_stream` / `write_file_stream` in
 //!   1 MiB chunks) as MiB/s. Quick mode moves 256 MiB instead of 1 GiB and the note says
 //!   so. For MiB/s rows the percentiles are of the rate, so `max` is the fastest attempt.
-//!   Streaming (`stream_1g`) is not measured.
+//! - **Output streaming** (`streaming`): `head -c` of the same size from `/dev/zero` in a
+//!   fresh sandbox, its stdout streamed through a streamed exec, as MiB/s:
+//!   `exec_stream_1g` in the binary form `nexusctl exec` reads, `exec_stream_ndjson_1g`
+//!   in the default NDJSON form (base64 stdout, decoded).
 //! - **Workspaces** (`workspaces`): a sandbox on workspace `bench-ws` fills it by exec
 //!   (`head -c … /dev/zero > blob` plus small files: 256 MiB + 1,000 quick, 1 GiB + 10,000
 //!   full); then `snapshot`, `workspace_fork` (fork deleted after each) and `restore`
@@ -96,6 +99,7 @@ mod peers;
 mod pooled;
 mod report;
 mod stats;
+mod streaming;
 mod workspaces;
 
 use std::io::Write;
@@ -262,6 +266,11 @@ async fn measure_nexus(
         plan.transfer_mib, plan.heavy_iterations
     ));
     operations.extend(file_api::measure(lab, plan).await);
+    progress(&format!(
+        "output streaming: `head -c` of {} MiB from /dev/zero through a streamed exec, {} times",
+        plan.transfer_mib, plan.heavy_iterations
+    ));
+    operations.extend(streaming::measure(lab, plan).await);
     progress(&format!(
         "MCP over HTTP: tools/call of file_read (1 KiB) and run_command `true`, {n} times each"
     ));

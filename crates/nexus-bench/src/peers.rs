@@ -1,6 +1,8 @@
 //! The peers Nexus is compared with, each timed as a whole process: `fork+exec` of
 //! `/bin/true` (the floor), a plain `bwrap` sandbox, and `podman run` / `podman exec`
-//! when podman and a local image are present (this machine has no network to pull one).
+//! when podman is installed (`scripts/bench.sh` installs it). With no registry to pull
+//! from, podman runs a minimal image the bench imports itself: the host's `true` and
+//! `sleep` with the libraries they load, so its figures are podman's own cost.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -44,21 +46,29 @@ pub async fn podman(n: usize) -> [Operation; 2] {
     let Some(podman) = which("podman") else {
         return skip("podman is not installed".into());
     };
-    let image = match local_image(&podman) {
-        Ok(Some(image)) => image,
-        Ok(None) => {
-            return skip("podman has no local image (`podman images -q` is empty) and there is no network to pull one".into());
+    let image = {
+        let podman = podman.clone();
+        match tokio::task::spawn_blocking(move || bench_image(&podman)).await {
+            Ok(Ok(image)) => image,
+            Ok(Err(e)) => return skip(format!("cannot make podman's image: {e:#}")),
+            Err(e) => return skip(format!("making podman's image panicked: {e}")),
         }
-        Err(e) => return skip(format!("cannot list podman images: {e:#}")),
     };
     let run = {
         let (podman, image) = (podman.clone(), image.clone());
         blocking("podman_run", move || {
-            check(Command::new(&podman).args(["run", "--rm", "--runtime", "runc", &image, "true"]))
-                .context("podman run of `true` fails")?;
+            check(
+                Command::new(&podman)
+                    .args(["run", "--rm"])
+                    .args(RUN_OPTIONS)
+                    .args([&image, "true"]),
+            )
+            .context("podman run of `true` fails")?;
             Ok(time_runs(n, || {
                 let mut cmd = Command::new(&podman);
-                cmd.args(["run", "--rm", "--runtime", "runc", &image, "true"]);
+                cmd.args(["run", "--rm"])
+                    .args(RUN_OPTIONS)
+                    .args([&image, "true"]);
                 cmd
             }))
         })
@@ -71,7 +81,9 @@ pub async fn podman(n: usize) -> [Operation; 2] {
 /// Starts one long-lived container, times `podman exec CTR true`, removes it.
 fn podman_exec(podman: &Path, image: &str, n: usize) -> anyhow::Result<Samples> {
     let output = Command::new(podman)
-        .args(["run", "-d", "--runtime", "runc", image, "sleep", "3600"])
+        .args(["run", "-d"])
+        .args(RUN_OPTIONS)
+        .args([image, "sleep", "3600"])
         .stderr(Stdio::piped())
         .output()
         .context("cannot run podman")?;
@@ -98,21 +110,86 @@ fn podman_exec(podman: &Path, image: &str, n: usize) -> anyhow::Result<Samples> 
     samples
 }
 
-/// The first local image, if any.
-fn local_image(podman: &Path) -> anyhow::Result<Option<String>> {
-    let output = Command::new(podman)
-        .args(["images", "-q"])
+/// How every container is run: with runc (crun refuses hosts with a v1/v2 cgroup
+/// hybrid), and with open-file and process limits below the host's. As root, podman
+/// otherwise raises both to the maximum, which a host without `CAP_SYS_RESOURCE` (a
+/// container host, for one) refuses, so every run would fail.
+const RUN_OPTIONS: [&str; 6] = [
+    "--runtime",
+    "runc",
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=4096:4096",
+];
+
+/// The image the podman peers run, imported on first use.
+const BENCH_IMAGE: &str = "localhost/nexus-bench-true:latest";
+/// The programs in it.
+const IMAGE_PROGRAMS: [&str; 2] = ["/usr/bin/true", "/usr/bin/sleep"];
+
+/// [`BENCH_IMAGE`], imported from the host's `true` and `sleep` and the libraries `ldd`
+/// lists for them unless podman has it already.
+fn bench_image(podman: &Path) -> anyhow::Result<String> {
+    let exists = Command::new(podman)
+        .args(["image", "exists", BENCH_IMAGE])
+        .status()
+        .context("cannot run podman image exists")?;
+    if exists.success() {
+        return Ok(BENCH_IMAGE.to_owned());
+    }
+    let root = tempfile::tempdir().context("cannot make a directory for the image")?;
+    let mut files: Vec<PathBuf> = IMAGE_PROGRAMS.iter().map(PathBuf::from).collect();
+    let ldd = Command::new("ldd")
+        .args(IMAGE_PROGRAMS)
+        .output()
+        .context("cannot run ldd")?;
+    // Lines are `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or
+    // `/lib64/ld-linux-x86-64.so.2 (0x...)`.
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = line.rsplit("=>").next().unwrap_or(line).trim();
+        let path = path.split(" (").next().unwrap_or(path);
+        if path.starts_with('/') {
+            files.push(PathBuf::from(path));
+        }
+    }
+    for file in &files {
+        let dest = root.path().join(file.strip_prefix("/").unwrap_or(file));
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot make {}", parent.display()))?;
+        }
+        // Follow symlinks: the image gets the files they point at under their names.
+        std::fs::copy(file, &dest)
+            .with_context(|| format!("cannot copy {} into the image", file.display()))?;
+    }
+    let tarball = root.path().join("image.tar");
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(root.path())
+        .args(["--exclude", "./image.tar", "-cf"])
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .context("cannot run tar")?;
+    if !tar.success() {
+        bail!("tar of the image's files ended with {tar}");
+    }
+    let import = Command::new(podman)
+        .arg("import")
+        .arg(&tarball)
+        .arg(BENCH_IMAGE)
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .context("cannot run podman images")?;
-    if !output.status.success() {
-        bail!("{}", String::from_utf8_lossy(&output.stderr).trim());
+        .context("cannot run podman import")?;
+    if !import.status.success() {
+        bail!(
+            "podman import failed: {}",
+            String::from_utf8_lossy(&import.stderr).trim()
+        );
     }
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .map(str::to_owned))
+    Ok(BENCH_IMAGE.to_owned())
 }
 
 /// Runs a blocking measurement off the async runtime.

@@ -212,6 +212,18 @@ impl Report {
                 "exec_true_api",
                 2.0,
             ),
+            self.latency_target(
+                "exec round trip of `true` p50 (issue 8)",
+                "≤ 1 ms",
+                "exec_true_api",
+                1.0,
+            ),
+            self.latency_target(
+                "`nexusctl exec SB -- true` as a whole process p50 (issue 8)",
+                "≤ 5 ms",
+                "nexusctl_exec_true",
+                5.0,
+            ),
             self.memory_target(),
             self.many_target(),
             self.density_target(),
@@ -236,6 +248,13 @@ impl Report {
                 "file_download_1g",
                 500.0,
                 "file",
+            ),
+            self.throughput_target(
+                "output streaming throughput p50 (issue 8)",
+                "≥ 1024 MiB/s",
+                crate::streaming::NAME,
+                1024.0,
+                "of stdout",
             ),
             self.throughput_target(
                 "download through the egress proxy p50 (issue 5)",
