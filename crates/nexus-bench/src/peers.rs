@@ -144,15 +144,7 @@ fn bench_image(podman: &Path) -> anyhow::Result<String> {
         .args(IMAGE_PROGRAMS)
         .output()
         .context("cannot run ldd")?;
-    // Lines are `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or
-    // `/lib64/ld-linux-x86-64.so.2 (0x...)`.
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let path = line.rsplit("=>").next().unwrap_or(line).trim();
-        let path = path.split(" (").next().unwrap_or(path);
-        if path.starts_with('/') {
-            files.push(PathBuf::from(path));
-        }
-    }
+    files.extend(libraries(&String::from_utf8_lossy(&ldd.stdout)));
     for file in &files {
         let dest = root.path().join(file.strip_prefix("/").unwrap_or(file));
         if let Some(parent) = dest.parent() {
@@ -190,6 +182,24 @@ fn bench_image(podman: &Path) -> anyhow::Result<String> {
         );
     }
     Ok(BENCH_IMAGE.to_owned())
+}
+
+/// The libraries in `ldd`'s output: lines are `libc.so.6 => /lib/.../libc.so.6 (0x...)`
+/// or `/lib64/ld-linux-x86-64.so.2 (0x...)`, under a `/usr/bin/true:` heading per
+/// program when there are several; `linux-vdso.so.1 (0x...)` is no file.
+fn libraries(ldd: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = Vec::new();
+    for line in ldd.lines().map(str::trim) {
+        if line.ends_with(':') {
+            continue;
+        }
+        let path = line.rsplit("=>").next().unwrap_or(line).trim();
+        let path = path.split(" (").next().unwrap_or(path);
+        if path.starts_with('/') && !found.iter().any(|f| f.as_os_str() == path) {
+            found.push(PathBuf::from(path));
+        }
+    }
+    found
 }
 
 /// Runs a blocking measurement off the async runtime.
@@ -237,4 +247,29 @@ fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output_gives_each_library_once() {
+        let ldd = "/usr/bin/true:
+\tlinux-vdso.so.1 (0x00007fe50dc7a000)
+\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007fe50da7d000)
+\t/lib64/ld-linux-x86-64.so.2 (0x00007fe50dc7c000)
+/usr/bin/sleep:
+\tlinux-vdso.so.1 (0x00007ff63af1a000)
+\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007ff63ad1c000)
+\t/lib64/ld-linux-x86-64.so.2 (0x00007ff63af1c000)
+";
+        assert_eq!(
+            libraries(ldd),
+            [
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            ]
+        );
+    }
 }
