@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use nexus_agent_proto::{ErrorCode, ExecRequest};
+use nix::fcntl::{FcntlArg, fcntl};
 use tokio::net::unix::pipe;
 
 use super::Refusal;
@@ -111,6 +112,9 @@ pub fn start(command: &mut Command, program: &str) -> Result<Started, Refusal> {
     let stdin = child.stdin.take().map(OwnedFd::from);
     let stdout = child.stdout.take().map(OwnedFd::from);
     let stderr = child.stderr.take().map(OwnedFd::from);
+    for fd in stdout.iter().chain(&stderr) {
+        enlarge_pipe(fd);
+    }
     // Dropping a std Child neither waits for nor kills it; the reaper owns its status.
     drop(child);
     let internal = |err: std::io::Error| {
@@ -132,9 +136,29 @@ pub fn start(command: &mut Command, program: &str) -> Result<Started, Refusal> {
     })
 }
 
+/// Capacity asked for each output pipe: a process writing a lot blocks (and wakes the
+/// pump) once per MiB instead of once per 64 KiB, the default.
+const OUTPUT_PIPE_BYTES: i32 = 1024 * 1024;
+
+/// Grows an output pipe to [`OUTPUT_PIPE_BYTES`]. The kernel may refuse (a user over
+/// `fs.pipe-user-pages-soft`, a lower `fs.pipe-max-size`); the pipe then keeps its size,
+/// which only costs throughput.
+fn enlarge_pipe(fd: &OwnedFd) {
+    let _ = fcntl(fd, FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_BYTES));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_pipes_grow_to_a_mebibyte() {
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        let before = fcntl(&read, FcntlArg::F_GETPIPE_SZ).unwrap();
+        enlarge_pipe(&read);
+        let after = fcntl(&read, FcntlArg::F_GETPIPE_SZ).unwrap();
+        assert_eq!((before, after), (64 * 1024, OUTPUT_PIPE_BYTES));
+    }
 
     #[test]
     fn refuses_impossible_requests() {
