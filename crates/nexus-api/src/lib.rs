@@ -35,7 +35,8 @@ pub use system::{
 pub use terminal::{CreateTerminalRequest, TerminalInfo, TerminalList};
 pub use workspace::{
     CreateSnapshotRequest, CreateWorkspaceRequest, ForkSandboxRequest, ForkWorkspaceRequest,
-    RestoreRequest, SnapshotInfo, SnapshotList, WorkspaceInfo, WorkspaceList, WorkspaceUser,
+    RestoreRequest, RestoredWorkspace, RestoredWriter, SnapshotInfo, SnapshotList, WorkspaceInfo,
+    WorkspaceList, WorkspaceUser,
 };
 
 /// The API version prefix every versioned route lives under.

@@ -117,6 +117,35 @@ pub struct RestoreRequest {
     pub snapshot: String,
 }
 
+/// What `POST /v1/workspaces/{ws}/restore` did to the started sandbox that writes the
+/// workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RestoredWriter {
+    /// Sandbox id.
+    pub sandbox: String,
+    /// `true`: the same processes kept running (a paused sandbox stayed paused) and see
+    /// the restored files at `/workspace`; files they had open, and a working directory
+    /// inside the old tree, keep the old files until opened again. `false`: the sandbox
+    /// was restarted on the restored tree (same id; its processes ended), because the
+    /// tree cannot be swapped under it here (a daemon not running as root, the host
+    /// driver, other workspaces mounted inside `/workspace`) or the swap failed (the
+    /// daemon's log says why).
+    pub kept_running: bool,
+}
+
+/// Answer of `POST /v1/workspaces/{ws}/restore`: the workspace at its new generation,
+/// and what happened to its writer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RestoredWorkspace {
+    /// The workspace.
+    #[serde(flatten)]
+    pub workspace: WorkspaceInfo,
+    /// The sandbox that writes the workspace, when it was started; absent when the
+    /// workspace has no writer or it is stopped (it starts on the restored tree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<RestoredWriter>,
+}
+
 /// Body of `POST /v1/workspaces/{ws}/fork`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

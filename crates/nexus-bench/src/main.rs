@@ -18,9 +18,9 @@
 //! - **Workspaces** (`workspaces`): a sandbox on workspace `bench-ws` fills it by exec
 //!   (`head -c … /dev/zero > blob` plus small files: 256 MiB + 1,000 quick, 1 GiB + 10,000
 //!   full); then `snapshot`, `workspace_fork` (fork deleted after each) and `restore`
-//!   (which restarts the running writer) of one base snapshot, through the API. These
-//!   run on the daemon's own data directory; the note names the backend the daemon
-//!   reported (`copy` on ext4, `reflink` on XFS, `btrfs`).
+//!   (which swaps the tree in under the running writer) of one base snapshot, through
+//!   the API. These run on the daemon's own data directory; the note names the backend
+//!   the daemon reported (`copy` on ext4, `reflink` on XFS, `btrfs`).
 //! - **btrfs** (`btrfs`): as root with `mkfs.btrfs`, a sparse image (4 GiB or more) is
 //!   formatted and loop-mounted in a temporary directory, a second `nexusd` keeps its
 //!   `XDG_DATA_HOME` there, and the same three run as `snapshot_btrfs`, `restore_btrfs`,

@@ -105,18 +105,29 @@ async fn fill_and_measure(
         }
     }
 
-    // Last, since each restore restarts the writer on a new tree generation.
+    // Last, since each restore moves the writer to a new tree generation.
     let mut restore = Samples::default();
+    let (mut kept, mut restarted) = (0, 0);
     for _ in 0..n {
         let start = Instant::now();
         let result = lab.client.restore_workspace(WORKSPACE, &base.id).await;
-        restore.record(start.elapsed(), result.map_err(Into::into));
+        let restored = restore.record(start.elapsed(), result.map_err(Into::into));
+        match restored.and_then(|r| r.writer) {
+            Some(writer) if writer.kept_running => kept += 1,
+            Some(_) => restarted += 1,
+            None => {}
+        }
     }
+    let writer = match (kept, restarted) {
+        (_, 0) => "the writer kept running: its tree is swapped in",
+        (0, _) => "the writer was restarted on the restored tree",
+        _ => "the writer kept running in some, was restarted in others",
+    };
 
     Ok(vec![
         Operation::measured(&names[0], Group::Nexus, snapshot).with_note(note.clone()),
         Operation::measured(&names[1], Group::Nexus, restore)
-            .with_note(format!("{note} (a restore restarts it)")),
+            .with_note(format!("{note} ({writer})")),
         Operation::measured(&names[2], Group::Nexus, fork).with_note(note),
     ])
 }

@@ -3,7 +3,8 @@
 
 use nexus_api::{
     CreateSnapshotRequest, CreateWorkspaceRequest, ForkSandboxRequest, ForkWorkspaceRequest,
-    RestoreRequest, SandboxInfo, SnapshotInfo, SnapshotList, WorkspaceInfo, WorkspaceList,
+    RestoreRequest, RestoredWorkspace, SandboxInfo, SnapshotInfo, SnapshotList, WorkspaceInfo,
+    WorkspaceList,
 };
 
 use crate::{Client, ClientError, segment};
@@ -73,7 +74,7 @@ impl Client {
         &self,
         ws: &str,
         snapshot: &str,
-    ) -> Result<WorkspaceInfo, ClientError> {
+    ) -> Result<RestoredWorkspace, ClientError> {
         self.call(
             self.http
                 .post(self.url(&format!("/v1/workspaces/{}/restore", segment(ws))))

@@ -1,7 +1,7 @@
 //! The `Driver` trait: how a sandbox is isolated and started. The bubblewrap and host
 //! drivers implement it now, a microVM driver later; the service above never knows which.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -117,6 +117,15 @@ pub struct Usage {
     pub io_read_ops: Option<u64>,
     /// Write operations on block devices.
     pub io_write_ops: Option<u64>,
+}
+
+/// What [`Driver::replace_workspace`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkspaceSwap {
+    /// The sandbox shows the new tree at `/workspace` now.
+    Replaced,
+    /// It already showed that tree; nothing was changed.
+    AlreadyThere,
 }
 
 /// Why a driver could not do what was asked.
@@ -255,6 +264,29 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     ) -> Result<(), DriverError> {
         let _ = (sandbox, runtime, hostname);
         Ok(())
+    }
+
+    /// Puts `tree` at `/workspace` of a started (running or paused) sandbox in place of
+    /// the tree it shows there, without stopping anything: its processes keep running and
+    /// every later lookup under `/workspace` finds `tree`; descriptors and working
+    /// directories opened in the old tree keep pointing at the old files. `tree` is
+    /// handed to the sandbox's host user first, as a start would. Calling it again with
+    /// the same tree changes nothing ([`WorkspaceSwap::AlreadyThere`]), so a daemon can
+    /// check an adopted sandbox with it. On an error the sandbox still shows its old tree,
+    /// or (when even that could not be restored) must be restarted. The default:
+    /// [`DriverError::Unsupported`], and the service restarts the sandbox instead.
+    async fn replace_workspace(
+        &self,
+        sandbox: &Sandbox,
+        runtime: &str,
+        tree: &Path,
+    ) -> Result<WorkspaceSwap, DriverError> {
+        let _ = (sandbox, runtime, tree);
+        Err(DriverError::Unsupported {
+            driver: self.kind(),
+            what: "replace the workspace of a running sandbox".into(),
+            reason: "it cannot change the mounts of running processes".into(),
+        })
     }
 
     /// Called once a daemon restart has found the sandbox still alive, before anything

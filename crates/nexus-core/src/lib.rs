@@ -21,7 +21,7 @@ pub mod testing;
 pub use clock::{Clock, SystemClock, Timestamp};
 pub use driver::{
     AgentStream, Driver, DriverError, Isolation, LimitEnforcement, ReadOnlyMount, SandboxMounts,
-    Started, Usage,
+    Started, Usage, WorkspaceSwap,
 };
 pub use image::{HOST_IMAGE, Image, ImageId, ImageName, ImageSource};
 pub use nexus_net::policy::{Policy as NetworkPolicy, PolicySpec as NetworkSpec};

@@ -8,8 +8,9 @@ use crate::sandbox::SandboxState;
 use crate::store::RuntimeUpdate;
 
 impl SandboxService {
-    /// After a daemon restart: re-attaches to sandboxes whose processes survived, marks
-    /// the others crashed. Returns how many were adopted. The previous run's warm pool is
+    /// After a daemon restart: re-attaches to sandboxes whose processes survived (and
+    /// moves them onto their workspace's current tree if a restore was cut short, see
+    /// `super::restore`), marks the others crashed. Returns how many were adopted. The previous run's warm pool is
     /// left to [`Self::remove_pool_leftovers`].
     pub async fn adopt(&self) -> Result<usize, ServiceError> {
         let mut adopted = 0;
@@ -39,6 +40,7 @@ impl SandboxService {
                     .expect("isolation map is never poisoned")
                     .insert(sandbox.id.clone(), driver.isolation(&sandbox, &runtime));
                 tracing::info!(sandbox_id = %sandbox.id, name = %sandbox.spec.name, "paused sandbox adopted");
+                self.settle_workspace(&sandbox).await;
                 adopted += 1;
                 continue;
             }
@@ -57,6 +59,7 @@ impl SandboxService {
                     };
                     self.remember(&sandbox, agent, driver.isolation(&sandbox, &runtime));
                     tracing::info!(sandbox_id = %sandbox.id, name = %sandbox.spec.name, "sandbox adopted");
+                    self.settle_workspace(&sandbox).await;
                     adopted += 1;
                 }
                 (SandboxState::Stopping, _) => {

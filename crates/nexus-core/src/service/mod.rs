@@ -32,6 +32,9 @@ mod pool;
 #[cfg(test)]
 mod pool_tests;
 mod processes;
+mod restore;
+#[cfg(test)]
+mod restore_tests;
 mod stats;
 mod terminals;
 #[cfg(test)]
@@ -43,6 +46,7 @@ mod workspaces_tests;
 pub use builds::{BUILD_CANCEL_WAIT, BuildCancel, RunningBuild};
 pub use images::{BuildImage, BuildPlan, ImageView, ImportImage};
 pub use pool::{MAX_POOL_SIZE, PoolProfile, PoolStatus};
+pub use restore::{RestoredWorkspace, RestoredWriter};
 pub use stats::{LiveStats, StatsSample};
 pub use terminals::{AttachedTerminal, TERMINAL_CLOSE_GRACE};
 pub use workspaces::{CreateWorkspace, WorkspaceView};

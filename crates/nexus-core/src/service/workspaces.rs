@@ -8,9 +8,9 @@
 //! truth, and a workspace is always at either its old generation or its new one.
 //!
 //! A workspace is mounted read-write by at most one sandbox (any state: a stopped
-//! sandbox starts again on it), and read-only by any number. Restoring a workspace whose
-//! sandbox is running restarts that sandbox on the restored tree: same sandbox, same id,
-//! its processes end and it comes back seeing the snapshot's files.
+//! sandbox starts again on it), and read-only by any number. Restoring a workspace
+//! (`super::restore`) swaps the restored tree in under its running sandbox, whose
+//! processes keep running, or restarts the sandbox on it where that cannot be done.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -181,64 +181,6 @@ impl SandboxService {
             tracing::warn!(workspace = %workspace.name, error = %e, "removing a deleted snapshot's files failed; the next start sweeps them");
         }
         Ok(())
-    }
-
-    /// Rolls a workspace back to one of its snapshots, in place: same workspace, and a
-    /// running sandbox on it is restarted on the restored tree.
-    pub async fn restore_workspace(
-        &self,
-        workspace: &str,
-        snapshot: &str,
-    ) -> Result<WorkspaceView, ServiceError> {
-        let workspace = self.find_workspace(workspace).await?;
-        let snapshot = self.find_snapshot(&workspace, snapshot).await?;
-        let next = workspace.generation + 1;
-        let (ws, snap) = (workspace.id.clone(), snapshot.id.clone());
-        self.blocking(move |s| s.clone_snapshot(&ws, &snap, &ws, next))
-            .await?;
-        let writer = self.writer(&workspace).await?;
-        let lock = writer.as_ref().map(|w| self.lock(&w.id));
-        let _guard = match &lock {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
-        let writer = match writer {
-            Some(w) => Some(self.reload(&w.id).await?),
-            None => None,
-        };
-        let restart = writer.filter(|w| {
-            matches!(
-                w.state,
-                SandboxState::Running | SandboxState::Paused | SandboxState::Starting
-            )
-        });
-        if let Some(sandbox) = &restart {
-            self.stop_locked(sandbox.clone()).await?;
-        }
-        // The commit point: from here on the workspace is at the new generation.
-        let committed = self
-            .store
-            .set_workspace_generation(&workspace.id, workspace.generation, next, self.clock.now())
-            .await;
-        let updated = match committed {
-            Ok(updated) => updated,
-            Err(err) => {
-                let ws = workspace.id.clone();
-                let _ = self.blocking(move |s| s.delete_tree(&ws, next)).await;
-                return Err(err.into());
-            }
-        };
-        self.apply_quota(&updated).await;
-        let (ws, old) = (workspace.id.clone(), workspace.generation);
-        if let Err(e) = self.blocking(move |s| s.delete_tree(&ws, old)).await {
-            tracing::warn!(workspace = %workspace.name, error = %e, "removing the replaced tree failed; the next start sweeps it");
-        }
-        tracing::info!(workspace = %workspace.name, snapshot = %snapshot.name, generation = next, "workspace restored");
-        if let Some(sandbox) = restart {
-            let sandbox = self.reload(&sandbox.id).await?;
-            self.start_locked(sandbox).await?;
-        }
-        self.workspace_view(updated).await
     }
 
     /// A new, independent workspace made from a snapshot.
@@ -524,7 +466,7 @@ impl SandboxService {
         Ok(())
     }
 
-    async fn apply_quota(&self, workspace: &Workspace) {
+    pub(super) async fn apply_quota(&self, workspace: &Workspace) {
         let Some(mib) = workspace.quota_mib else {
             return;
         };
@@ -539,7 +481,10 @@ impl SandboxService {
         self.quotas().insert(workspace.id.clone(), status);
     }
 
-    async fn workspace_view(&self, workspace: Workspace) -> Result<WorkspaceView, ServiceError> {
+    pub(super) async fn workspace_view(
+        &self,
+        workspace: Workspace,
+    ) -> Result<WorkspaceView, ServiceError> {
         self.workspace_view_sized(workspace, true).await
     }
 
@@ -603,7 +548,10 @@ impl SandboxService {
     }
 
     /// The sandbox that mounts a workspace read-write, if any.
-    async fn writer(&self, workspace: &Workspace) -> Result<Option<Sandbox>, ServiceError> {
+    pub(super) async fn writer(
+        &self,
+        workspace: &Workspace,
+    ) -> Result<Option<Sandbox>, ServiceError> {
         let writer = self
             .store
             .sandboxes_using(&workspace.id)
@@ -616,7 +564,7 @@ impl SandboxService {
         }
     }
 
-    async fn find_workspace(&self, id_or_name: &str) -> Result<Workspace, ServiceError> {
+    pub(super) async fn find_workspace(&self, id_or_name: &str) -> Result<Workspace, ServiceError> {
         let found = match WorkspaceId::parse(id_or_name) {
             Some(id) => self.store.workspace(&id).await?,
             None => match WorkspaceName::parse(id_or_name) {
@@ -636,7 +584,7 @@ impl SandboxService {
             .ok_or_else(|| ServiceError::WorkspaceNotFound(id.to_string()))
     }
 
-    async fn find_snapshot(
+    pub(super) async fn find_snapshot(
         &self,
         workspace: &Workspace,
         id_or_name: &str,
@@ -716,7 +664,7 @@ impl SandboxService {
     }
 
     /// Runs a storage call on the blocking pool.
-    async fn blocking<T: Send + 'static>(
+    pub(super) async fn blocking<T: Send + 'static>(
         &self,
         call: impl FnOnce(&dyn WorkspaceStorage) -> Result<T, crate::storage::StorageFault>
         + Send

@@ -1,5 +1,5 @@
 //! Unit tests of workspaces through the service, over the fakes: which workspace a
-//! sandbox gets, what outlives what, snapshots, restore in place, forks, recovery.
+//! sandbox gets, what outlives what, snapshots, forks, recovery (restores: `restore_tests`).
 
 use super::tests::{request, world};
 use super::{CreateSandbox, CreateWorkspace, MountRequest, ServiceError};
@@ -150,102 +150,6 @@ async fn one_writer_per_workspace_and_readers_mount_it_read_only() {
         .await
         .expect_err("bad path");
     assert!(matches!(err, ServiceError::Invalid(m) if m.contains("mounts[0].path")));
-}
-
-#[tokio::test]
-async fn restore_moves_to_a_new_generation_and_restarts_the_writer() {
-    let w = world();
-    let sandbox = w
-        .service
-        .create(named("dev", "code"))
-        .await
-        .expect("create")
-        .sandbox;
-    let snap = w
-        .service
-        .snapshot_workspace("code", Some("v1".into()))
-        .await
-        .expect("snapshot");
-    let calls = w.driver.calls();
-    assert!(
-        calls.contains(&format!("pause {}", sandbox.id))
-            && calls.contains(&format!("resume {}", sandbox.id)),
-        "the writer is paused around the snapshot: {calls:?}"
-    );
-    let view = w
-        .service
-        .restore_workspace("code", "v1")
-        .await
-        .expect("restore");
-    assert_eq!(view.workspace.generation, 2);
-    let ws = view.workspace.id.clone();
-    assert!(w.storage.has_tree(&ws, 2) && !w.storage.has_tree(&ws, 1));
-    let after = w.service.get("dev").await.expect("get").sandbox;
-    assert_eq!(after.id, sandbox.id, "same sandbox");
-    assert_eq!(
-        after.state,
-        SandboxState::Running,
-        "restarted on the restored tree"
-    );
-    assert_eq!(
-        w.driver.mounts_of(&sandbox.id).expect("started").workspace,
-        Some(w.storage_tree(&ws, 2))
-    );
-    // Restoring by id works too; a snapshot of another workspace is refused.
-    w.service
-        .restore_workspace("code", snap.id.as_str())
-        .await
-        .expect("by id");
-    w.service
-        .create_workspace(CreateWorkspace {
-            name: Some("other".into()),
-            ..CreateWorkspace::default()
-        })
-        .await
-        .expect("other");
-    let err = w
-        .service
-        .restore_workspace("other", snap.id.as_str())
-        .await
-        .expect_err("foreign snapshot");
-    assert!(
-        matches!(&err, ServiceError::SnapshotNotFound(m) if m.contains("another workspace")),
-        "{err:?}"
-    );
-    let err = w
-        .service
-        .restore_workspace("code", "gone")
-        .await
-        .expect_err("missing");
-    assert!(matches!(err, ServiceError::SnapshotNotFound(_)), "{err:?}");
-}
-
-#[tokio::test]
-async fn a_failed_restore_leaves_the_workspace_as_it_was() {
-    let w = world();
-    w.service
-        .create(named("dev", "code"))
-        .await
-        .expect("create");
-    w.service
-        .snapshot_workspace("code", Some("v1".into()))
-        .await
-        .expect("snapshot");
-    w.storage.set_full(true);
-    let err = w
-        .service
-        .restore_workspace("code", "v1")
-        .await
-        .expect_err("full");
-    assert!(matches!(err, ServiceError::Storage(_)), "{err:?}");
-    w.storage.set_full(false);
-    let view = w.service.workspace("code").await.expect("get");
-    assert_eq!(view.workspace.generation, 1);
-    assert_eq!(
-        w.service.get("dev").await.expect("get").sandbox.state,
-        SandboxState::Running,
-        "the sandbox was not touched"
-    );
 }
 
 #[tokio::test]

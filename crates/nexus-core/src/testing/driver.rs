@@ -1,7 +1,10 @@
 //! `FakeDriver`: a driver that starts nothing, answered by a fake agent speaking just
 //! enough of the protocol (handshake, ping, terminate-all) for lifecycle tests.
+//! `replace_workspace` changes the recorded workspace of a live sandbox, or is told to be
+//! unsupported or to fail.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,12 +18,27 @@ use nexus_agent_proto::{
 };
 use tokio_util::codec::Framed;
 
-use crate::driver::{AgentStream, Driver, DriverError, Isolation, SandboxMounts, Started, Usage};
+use crate::driver::{
+    AgentStream, Driver, DriverError, Isolation, SandboxMounts, Started, Usage, WorkspaceSwap,
+};
 use crate::sandbox::{DriverKind, Sandbox, SandboxId};
+
+/// How [`FakeDriver`] answers `replace_workspace`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FakeReplace {
+    /// The live sandbox's workspace becomes the new tree (as a root daemon's bwrap).
+    #[default]
+    Supported,
+    /// [`DriverError::Unsupported`] (as a driver that cannot change a running sandbox).
+    Unsupported,
+    /// [`DriverError::Failed`], the old tree still in place.
+    Failing,
+}
 
 /// A driver whose sandboxes are records in memory.
 #[derive(Debug, Default)]
 pub struct FakeDriver {
+    replace: Mutex<FakeReplace>,
     fail_start: AtomicBool,
     unavailable: AtomicBool,
     alive: Mutex<HashSet<SandboxId>>,
@@ -37,6 +55,11 @@ impl FakeDriver {
     /// Makes `start` fail (or succeed again).
     pub fn set_fail_start(&self, fail: bool) {
         self.fail_start.store(fail, Ordering::SeqCst);
+    }
+
+    /// How `replace_workspace` answers from now on.
+    pub fn set_replace(&self, replace: FakeReplace) {
+        *self.replace.lock().expect("fake lock") = replace;
     }
 
     /// Makes `set_hostname` fail (or succeed again).
@@ -72,7 +95,7 @@ impl FakeDriver {
         self.alive.lock().expect("fake lock").remove(id);
     }
 
-    /// What the sandbox was last started with.
+    /// What the sandbox was last started with (its workspace as last replaced).
     pub fn mounts_of(&self, id: &SandboxId) -> Option<SandboxMounts> {
         self.mounts.lock().expect("fake lock").get(id).cloned()
     }
@@ -229,6 +252,46 @@ impl Driver for FakeDriver {
             .expect("fake lock")
             .insert(sandbox.id.clone(), hostname.to_owned());
         Ok(())
+    }
+
+    async fn replace_workspace(
+        &self,
+        sandbox: &Sandbox,
+        _runtime: &str,
+        tree: &Path,
+    ) -> Result<WorkspaceSwap, DriverError> {
+        let what = || format!("replace the workspace of {}", sandbox.spec.name);
+        match *self.replace.lock().expect("fake lock") {
+            FakeReplace::Supported => {}
+            FakeReplace::Unsupported => {
+                return Err(DriverError::Unsupported {
+                    driver: DriverKind::Bwrap,
+                    what: what(),
+                    reason: "fake: told so".into(),
+                });
+            }
+            FakeReplace::Failing => {
+                self.record("replace-failed", &sandbox.id);
+                return Err(DriverError::Failed {
+                    what: what(),
+                    reason: "fake: told to fail".into(),
+                });
+            }
+        }
+        if !self.alive.lock().expect("fake lock").contains(&sandbox.id) {
+            return Err(DriverError::Failed {
+                what: what(),
+                reason: "fake: not running".into(),
+            });
+        }
+        let mut mounts = self.mounts.lock().expect("fake lock");
+        let mounts = mounts.entry(sandbox.id.clone()).or_default();
+        if mounts.workspace.as_deref() == Some(tree) {
+            return Ok(WorkspaceSwap::AlreadyThere);
+        }
+        mounts.workspace = Some(tree.to_path_buf());
+        self.record("replace", &sandbox.id);
+        Ok(WorkspaceSwap::Replaced)
     }
 
     async fn adopted(&self, sandbox: &Sandbox, _runtime: &str) {

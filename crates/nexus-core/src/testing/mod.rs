@@ -10,7 +10,7 @@ pub mod contract;
 mod driver;
 mod storage;
 
-pub use driver::FakeDriver;
+pub use driver::{FakeDriver, FakeReplace};
 pub use storage::{FakeImageBuilder, FakeImageStorage, FakeStorage};
 
 use crate::clock::{Clock, Timestamp};
@@ -52,6 +52,7 @@ impl Clock for FakeClock {
 #[derive(Debug)]
 pub struct MemoryStore {
     failing: AtomicBool,
+    failing_generations: AtomicBool,
     info: Mutex<DatabaseInfo>,
     tables: Mutex<Tables>,
 }
@@ -69,6 +70,7 @@ impl Default for MemoryStore {
     fn default() -> Self {
         Self {
             failing: AtomicBool::new(false),
+            failing_generations: AtomicBool::new(false),
             info: Mutex::new(DatabaseInfo {
                 backend: "memory",
                 location: PathBuf::from(":memory:"),
@@ -85,6 +87,12 @@ impl MemoryStore {
     /// Makes every later call fail (or succeed again).
     pub fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Makes only `set_workspace_generation` fail (or succeed again): a restore whose
+    /// commit fails.
+    pub fn set_failing_generations(&self, failing: bool) {
+        self.failing_generations.store(failing, Ordering::SeqCst);
     }
 
     fn check(&self) -> Result<(), StoreError> {
@@ -242,6 +250,11 @@ impl Store for MemoryStore {
         at: Timestamp,
     ) -> Result<Workspace, StoreError> {
         self.check()?;
+        if self.failing_generations.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend(
+                "memory store told to fail generation changes".into(),
+            ));
+        }
         let mut t = self.tables();
         let workspace = t.workspace_mut(id)?;
         apply_generation(workspace, expected, new, at)?;

@@ -5,7 +5,11 @@
 //! The workspace tree the service passes ([`SandboxMounts::workspace`]) is bound
 //! read-write at `/workspace`; sandboxes recorded before workspaces existed keep a
 //! private directory in the data directory instead. Trees of other workspaces are bound
-//! read-only, readable through their groups (see `launch::ids` for the uid scheme).
+//! read-only, readable through their groups (see `launch::ids` for the uid scheme). A
+//! root daemon can swap the workspace tree under a running sandbox (`swap`), which is
+//! how a restore keeps the sandbox's processes running.
+
+mod swap;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -14,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nexus_core::{
     AgentStream, Driver, DriverError, DriverKind, Isolation, LimitEnforcement, Sandbox,
-    SandboxMounts, Started, Usage,
+    SandboxMounts, Started, Usage, WorkspaceSwap,
 };
 use serde::{Deserialize, Serialize};
 
@@ -728,6 +732,15 @@ impl Driver for BwrapDriver {
                 reason: chain(&error),
             }),
         }
+    }
+
+    async fn replace_workspace(
+        &self,
+        sandbox: &Sandbox,
+        runtime: &str,
+        tree: &Path,
+    ) -> Result<WorkspaceSwap, DriverError> {
+        tokio::task::block_in_place(|| self.swap_workspace(sandbox, runtime, tree))
     }
 
     async fn adopted(&self, sandbox: &Sandbox, runtime: &str) {

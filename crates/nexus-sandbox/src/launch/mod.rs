@@ -43,6 +43,7 @@ mod hostname;
 mod ids;
 mod process;
 mod runtime;
+mod swap;
 mod template;
 mod tree;
 mod workspace;
@@ -60,6 +61,7 @@ pub use self::hostname::{HostnameError, set_hostname};
 pub use self::ids::{HostIds, HostUser, TreeOwners, supplementary_groups};
 pub use self::process::{SandboxProcess, StopOutcome, is_alive, start_time, stop, try_reap};
 use self::runtime::{create_runtime_dir, log_tail, read_child_pid};
+pub use self::swap::{SwapError, replace_workspace};
 pub use self::workspace::prepare_workspace;
 use crate::bwrap::{
     BwrapSpec, DEVPTS, SpecError, SpecFds, TreeOp, build_args, plan_tree, unreachable_ancestor,

@@ -1,7 +1,7 @@
 //! Persistent workspaces: which host uid a sandbox on a workspace tree gets (the tree's
 //! owner when it can, else a fresh uid and a `chown`), read-only mounts of other
-//! workspaces (readable only through the supplementary group, never writable), and the
-//! drivers honouring `SandboxMounts`.
+//! workspaces (readable only through the supplementary group, never writable), the
+//! drivers honouring `SandboxMounts`, and a running sandbox's tree swapped under it.
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use nexus_core::{
     Driver, DriverError, DriverKind, ReadOnlyMount, Sandbox, SandboxId, SandboxMounts, SandboxName,
-    SandboxSpec, SandboxState, Timestamp,
+    SandboxSpec, SandboxState, Timestamp, WorkspaceId, WorkspaceMount, WorkspaceSwap,
 };
 use nexus_sandbox::bwrap::ReadOnlyBind;
 use nexus_sandbox::driver::{BwrapDriver, BwrapDriverConfig, HostDriver, Layout};
@@ -420,6 +420,102 @@ async fn the_bwrap_driver_honours_the_mounts_and_destroy_keeps_the_trees() {
     stop(reader, reader_started.runtime).await;
     stop(second, started.runtime).await;
     assert!(ws.join("uid-second").exists() && other.join("uid-reader").exists());
+}
+
+/// A stand-in agent for the swap: copies what `/workspace/mark` and `mark` (relative
+/// to its working directory, which bwrap set to `/workspace` at start) say into the tree
+/// at `/workspace`, over and over.
+const LOOPING_AGENT: &str = "#!/bin/sh\n\
+    while :; do\n\
+    cat /workspace/mark > /workspace/seen.tmp && mv /workspace/seen.tmp /workspace/seen\n\
+    cat mark > /workspace/cwd.tmp && mv /workspace/cwd.tmp /workspace/cwd\n\
+    sleep 0.05\n\
+    done\n";
+
+/// A root daemon swaps the tree under a running sandbox: the same processes go on, see
+/// the new tree at `/workspace` (handed to their uid first) and write into it, while a
+/// working directory inside the old tree keeps the old files. Swapping the same tree
+/// again changes nothing; a sandbox with a mount inside `/workspace` is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bwrap_driver_swaps_the_workspace_under_a_running_sandbox() {
+    let Some(h) = Harness::new("bwrap_driver_swap") else {
+        return;
+    };
+    let layout = layout(&h);
+    let agent = h.dir.path().join("looping-agent.sh");
+    std::fs::write(&agent, LOOPING_AGENT).expect("write agent");
+    chmod(&agent, 0o755);
+    let driver = BwrapDriver::new(BwrapDriverConfig {
+        egress: None,
+        layout: layout.clone(),
+        bwrap: h.bwrap.clone(),
+        agent,
+        masked: vec![layout.data_dir.clone(), layout.runtime_dir.clone()],
+        uid_range: range(),
+    })
+    .expect("driver");
+    let old = tree(&h, "swap", 1);
+    std::fs::write(old.join("mark"), "old\n").expect("write");
+    // The restored tree, as a clone leaves it: the daemon's, not the sandbox's.
+    let new = tree(&h, "swap", 2);
+    std::fs::write(new.join("mark"), "new\n").expect("write");
+
+    let running = sandbox("swapped", DriverKind::Bwrap);
+    let mounts = SandboxMounts {
+        workspace: Some(old.clone()),
+        image_root: None,
+        read_only: Vec::new(),
+    };
+    let started = driver.start(&running, &mounts).await.expect("start");
+    let uid = started.isolation.uid_host.expect("uid");
+    assert_eq!(wait_for(&old.join("seen")), "old\n");
+
+    let swapped = driver
+        .replace_workspace(&running, &started.runtime, &new)
+        .await
+        .expect("swap");
+    assert_eq!(swapped, WorkspaceSwap::Replaced);
+    assert_eq!(
+        wait_for(&new.join("seen")),
+        "new\n",
+        "new lookups find the new tree"
+    );
+    assert_eq!(
+        wait_for(&new.join("cwd")),
+        "old\n",
+        "the old working directory stays"
+    );
+    assert_eq!(stat(&new).0, uid, "the new tree was handed to the sandbox");
+    assert!(
+        driver.is_alive(&started.runtime).await,
+        "the same processes run on"
+    );
+    let again = driver
+        .replace_workspace(&running, &started.runtime, &new)
+        .await
+        .expect("again");
+    assert_eq!(again, WorkspaceSwap::AlreadyThere);
+
+    let nested = Sandbox {
+        spec: SandboxSpec {
+            mounts: vec![WorkspaceMount {
+                workspace: WorkspaceId::generate(),
+                path: "/workspace/ref".into(),
+                read_only: true,
+            }],
+            ..running.spec.clone()
+        },
+        ..running.clone()
+    };
+    let refused = driver
+        .replace_workspace(&nested, &started.runtime, &old)
+        .await
+        .expect_err("a mount inside /workspace");
+    assert!(
+        matches!(refused, DriverError::Unsupported { .. }),
+        "{refused}"
+    );
+    stop_and_destroy(&driver, &layout, running, started.runtime).await;
 }
 
 async fn stop_and_destroy(

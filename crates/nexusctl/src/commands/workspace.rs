@@ -116,12 +116,23 @@ pub async fn run(client: &Client, command: WorkspaceCommand, out: Output) -> any
             workspace,
             snapshot,
         } => {
-            let info = client.restore_workspace(&workspace, &snapshot).await?;
+            let restored = client.restore_workspace(&workspace, &snapshot).await?;
             if out.json {
-                out.json(&info)
+                out.json(&restored)
             } else {
+                let info = &restored.workspace;
+                let writer = match &restored.writer {
+                    Some(w) if w.kept_running => {
+                        format!("; sandbox {} kept running on it", w.sandbox)
+                    }
+                    Some(w) => format!(
+                        "; sandbox {} was restarted on it (its processes ended)",
+                        w.sandbox
+                    ),
+                    None => String::new(),
+                };
                 out.text(&format!(
-                    "{} restored to {snapshot} (generation {})\n",
+                    "{} restored to {snapshot} (generation {}){writer}\n",
                     info.name, info.generation
                 ))
             }

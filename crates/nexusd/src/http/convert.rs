@@ -97,6 +97,19 @@ pub fn workspace_info(view: nexus_core::service::WorkspaceView) -> nexus_api::Wo
     }
 }
 
+/// The answer to a restore.
+pub fn restored_workspace(
+    restored: nexus_core::service::RestoredWorkspace,
+) -> nexus_api::RestoredWorkspace {
+    nexus_api::RestoredWorkspace {
+        workspace: workspace_info(restored.view),
+        writer: restored.writer.map(|w| nexus_api::RestoredWriter {
+            sandbox: w.sandbox.to_string(),
+            kept_running: w.kept_running,
+        }),
+    }
+}
+
 /// A snapshot as the API shows it.
 pub fn snapshot_info(s: nexus_core::Snapshot) -> nexus_api::SnapshotInfo {
     nexus_api::SnapshotInfo {

@@ -6,12 +6,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use nexus_api::{
     CreateSnapshotRequest, CreateWorkspaceRequest, ErrorBody, ForkSandboxRequest,
-    ForkWorkspaceRequest, RestoreRequest, SandboxInfo, SnapshotInfo, SnapshotList, WorkspaceInfo,
-    WorkspaceList,
+    ForkWorkspaceRequest, RestoreRequest, RestoredWorkspace, SandboxInfo, SnapshotInfo,
+    SnapshotList, WorkspaceInfo, WorkspaceList,
 };
 use nexus_core::service::CreateWorkspace;
 
-use super::convert::{sandbox_info, snapshot_info, workspace_info};
+use super::convert::{restored_workspace, sandbox_info, snapshot_info, workspace_info};
 use super::error::ApiError;
 use super::json::ApiJson;
 use crate::state::AppState;
@@ -177,8 +177,12 @@ pub async fn delete_snapshot(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Rolls the workspace back to one of its snapshots, in place. A running sandbox that
-/// writes it is restarted on the restored tree (same sandbox, same id).
+/// Rolls the workspace back to one of its snapshots, in place. A running (or paused)
+/// sandbox that writes it keeps running and sees the restored files at `/workspace` from
+/// then on (files it has open, and a working directory inside the old tree, keep the old
+/// files until opened again); where the driver cannot swap the tree under it (a daemon
+/// not running as root, the host driver), it is restarted on the restored tree instead
+/// (same sandbox, same id). `writer` says which happened.
 #[utoipa::path(
     post,
     path = "/v1/workspaces/{ws}/restore",
@@ -187,7 +191,7 @@ pub async fn delete_snapshot(
     params(("ws" = String, Path, description = "Workspace id or name")),
     request_body = RestoreRequest,
     responses(
-        (status = 200, description = "Restored", body = WorkspaceInfo),
+        (status = 200, description = "Restored", body = RestoredWorkspace),
         (status = 404, description = "No such workspace or snapshot (or the snapshot is another workspace's)", body = ErrorBody),
         (status = 507, description = "No space left", body = ErrorBody),
     )
@@ -196,12 +200,12 @@ pub async fn restore(
     State(state): State<AppState>,
     Path(ws): Path<String>,
     ApiJson(body): ApiJson<RestoreRequest>,
-) -> Result<Json<WorkspaceInfo>, ApiError> {
-    let view = state
+) -> Result<Json<RestoredWorkspace>, ApiError> {
+    let restored = state
         .sandboxes
         .restore_workspace(&ws, &body.snapshot)
         .await?;
-    Ok(Json(workspace_info(view)))
+    Ok(Json(restored_workspace(restored)))
 }
 
 /// A new, independent workspace made from one of this workspace's snapshots.

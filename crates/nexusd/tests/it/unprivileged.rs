@@ -117,6 +117,23 @@ for target in [(\"127.0.0.1\", 9600), (\"192.0.2.1\", 80)]:
     // With loopback only, even an address the policy allows is unreachable at once.
     assert!(stdout.contains("80 101"), "{out}");
 
+    // It cannot enter the sandbox's mount namespace, so a restore restarts the writer.
+    let (status, snap) = api
+        .post("/v1/workspaces/plain/snapshots", json!({"name": "s"}))
+        .await;
+    assert_eq!(status, 201, "{snap}");
+    let (status, restored) = api
+        .post("/v1/workspaces/plain/restore", json!({"snapshot": "s"}))
+        .await;
+    assert_eq!(status, 200, "{restored}");
+    assert_eq!(
+        restored["writer"],
+        json!({"sandbox": created["id"], "kept_running": false}),
+        "{restored}"
+    );
+    let out = api.sh("plain", "cat /workspace/note").await;
+    assert_eq!(out["stdout"], "kept\n", "{out}");
+
     let (status, _) = api.delete("/v1/sandboxes/plain?force=true").await;
     assert_eq!(status, 204);
     let left = Command::new("pgrep")

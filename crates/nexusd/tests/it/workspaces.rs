@@ -197,6 +197,139 @@ async fn snapshot_restore_in_place_and_fork() {
     assert_eq!(ws["generation"], 2, "nothing changed: {ws}");
 }
 
+/// The background process `process` of `sandbox` as listed, which must be there.
+async fn listed_process(api: &Api, sandbox: &str, process: u64) -> serde_json::Value {
+    let (status, list) = api.get(&format!("/v1/sandboxes/{sandbox}/processes")).await;
+    assert_eq!(status, 200, "{list}");
+    list["processes"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|p| p["id"] == process)
+        .cloned()
+        .unwrap_or_else(|| panic!("process {process} is gone: {list}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_keeps_a_running_writer_running_on_the_restored_tree() {
+    require_bwrap!();
+    if !nix::unistd::geteuid().is_root() {
+        skip(
+            "swapping the tree under a running sandbox needs a root daemon (an unprivileged one restarts the sandbox, see unprivileged.rs)",
+        );
+        return;
+    }
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs);
+    let api = Api::new(&daemon, &dirs);
+    let sb = api
+        .create(json!({"name": "dev", "workspace": "code"}))
+        .await;
+    let (id, ws) = (
+        sb["id"].clone(),
+        sb["workspace"].as_str().expect("ws").to_owned(),
+    );
+    let out = api.sh("dev", "echo v1 > /workspace/file").await;
+    assert_eq!(out["exit_code"], 0, "{out}");
+    let (status, snap) = api
+        .post("/v1/workspaces/code/snapshots", json!({"name": "v1"}))
+        .await;
+    assert_eq!(status, 201, "{snap}");
+    // A process whose working directory is the workspace, as a dev server's would be.
+    let (status, started) = api
+        .post(
+            "/v1/sandboxes/dev/processes",
+            json!({"argv": ["sh", "-c", "cd /workspace && while :; do sleep 0.1; done"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{started}");
+    let process = started["id"].as_u64().expect("id");
+    let pid = listed_process(&api, "dev", process).await["pid"].clone();
+    api.sh("dev", "echo v2 > /workspace/file && touch /workspace/extra")
+        .await;
+    let (_, before) = api.get("/v1/sandboxes/dev").await;
+
+    let (status, restored) = api
+        .post("/v1/workspaces/code/restore", json!({"snapshot": "v1"}))
+        .await;
+    assert_eq!(status, 200, "{restored}");
+    assert_eq!(restored["generation"], 2, "{restored}");
+    assert_eq!(
+        restored["writer"],
+        json!({"sandbox": id, "kept_running": true}),
+        "{restored}"
+    );
+    let (_, after) = api.get("/v1/sandboxes/dev").await;
+    assert_eq!(
+        (&after["id"], &after["state"], &after["started_at"]),
+        (&id, &json!("running"), &before["started_at"]),
+        "the same sandbox, never restarted: {after}"
+    );
+    let entry = listed_process(&api, "dev", process).await;
+    assert_eq!(
+        (&entry["state"], &entry["pid"]),
+        (&json!("running"), &pid),
+        "{entry}"
+    );
+    // New lookups see the snapshot's files, through exec and through the file API.
+    assert_eq!(read(&api, "dev", "/workspace/file").await, "v1\n");
+    assert_eq!(
+        read(&api, "dev", "file").await,
+        "v1\n",
+        "relative to the workdir"
+    );
+    let out = api.sh("dev", "test -e /workspace/extra; echo $?").await;
+    assert_eq!(out["stdout"], "1\n", "{out}");
+    let (status, stat) = api
+        .get("/v1/sandboxes/dev/files/stat?path=/workspace/file")
+        .await;
+    assert_eq!((status, &stat["size"]), (200, &json!(3)), "{stat}");
+    // The new mount has the old one's options, and is the only one there.
+    let out = api
+        .sh("dev", "grep ' /workspace ' /proc/self/mountinfo")
+        .await;
+    let mounts = out["stdout"].as_str().expect("stdout");
+    assert_eq!(mounts.lines().count(), 1, "{mounts}");
+    assert!(
+        mounts.contains("/trees/2 /workspace rw,nosuid,nodev"),
+        "{mounts}"
+    );
+    // Writes land in the new tree; the old one is gone.
+    let out = api.sh("dev", "echo after > /workspace/new").await;
+    assert_eq!(out["exit_code"], 0, "{out}");
+    let trees = dirs.path("data/nexus/workspaces").join(&ws).join("trees");
+    assert_eq!(
+        std::fs::read_to_string(trees.join("2/new")).expect("the write is in tree 2"),
+        "after\n"
+    );
+    assert!(!trees.join("1").exists(), "the replaced tree is removed");
+
+    // A paused writer is swapped too, and stays paused until resumed.
+    api.sh("dev", "echo v3 > /workspace/file").await;
+    let (status, _) = api.post("/v1/sandboxes/dev/pause", json!({})).await;
+    if status == 422 {
+        skip("this host cannot freeze sandboxes; the paused case is not checked");
+        return;
+    }
+    assert_eq!(status, 200);
+    let (status, restored) = api
+        .post("/v1/workspaces/code/restore", json!({"snapshot": "v1"}))
+        .await;
+    assert_eq!(status, 200, "{restored}");
+    assert_eq!(restored["writer"]["kept_running"], true, "{restored}");
+    let (_, paused) = api.get("/v1/sandboxes/dev").await;
+    assert_eq!(paused["state"], "paused", "{paused}");
+    let (status, _) = api.post("/v1/sandboxes/dev/resume", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(read(&api, "dev", "/workspace/file").await, "v1\n");
+    let entry = listed_process(&api, "dev", process).await;
+    assert_eq!(
+        (&entry["state"], &entry["pid"]),
+        (&json!("running"), &pid),
+        "{entry}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_workspace_mounts_read_only_into_another_sandbox() {
     require_bwrap!();
