@@ -248,8 +248,22 @@ mod tests {
         script
     }
 
-    /// Whether `pid` is gone (a zombie waiting for its reaper counts as gone).
+    /// Whether `pid` is gone within two seconds (a zombie waiting for its reaper counts
+    /// as gone): SIGKILL is delivered asynchronously, so a process killed a moment ago may
+    /// still be tearing down, while one that escaped the kill (a `sleep 1000`) stays.
     fn gone(pid: i32) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !dead_now(pid) {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    /// Whether `pid` is gone now (a zombie waiting for its reaper counts as gone).
+    fn dead_now(pid: i32) -> bool {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Err(_) => true,
             Ok(stat) => stat
@@ -286,7 +300,7 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        assert!(!gone(script) && !gone(child));
+        assert!(!dead_now(script) && !dead_now(child));
         cancel.cancel();
         let result = tokio::time::timeout(KILL_GRACE * 3, build)
             .await
@@ -321,7 +335,7 @@ mod tests {
         build.abort();
         assert!(build.await.expect_err("aborted").is_cancelled());
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !(gone(script) && gone(child)) && std::time::Instant::now() < deadline {
+        while !(dead_now(script) && dead_now(child)) && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(gone(script), "the tool {script} outlived its dropped build");

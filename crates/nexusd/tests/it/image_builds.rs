@@ -69,8 +69,22 @@ async fn started(dirs: &Dirs, seen: &[i32]) -> Running {
     }
 }
 
-/// Whether `pid` is gone (a zombie waiting for its reaper counts as gone).
+/// Whether `pid` is gone within two seconds (a zombie waiting for its reaper counts
+/// as gone): SIGKILL is delivered asynchronously, so a process killed a moment ago may
+/// still be tearing down, while one that escaped the kill (a `sleep 1000`) stays.
 fn gone(pid: i32) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !dead_now(pid) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// Whether `pid` is gone now (a zombie waiting for its reaper counts as gone).
+fn dead_now(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => stat
@@ -180,7 +194,7 @@ async fn a_build_cancelled_over_rest_kills_its_process_tree_and_frees_its_name()
     let mut events = Events::start(&daemon, &dirs, "py").await;
     events.until_started().await;
     let first = started(&dirs, &[]).await;
-    assert!(!gone(first.tool) && !gone(first.child), "{first:?}");
+    assert!(!dead_now(first.tool) && !dead_now(first.child), "{first:?}");
     assert!(first.dest.join("marker").exists(), "{first:?}");
 
     let (status, list) = api.get("/v1/images/builds").await;
