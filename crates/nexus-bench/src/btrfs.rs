@@ -189,7 +189,7 @@ async fn on_second_daemon(
         notes.push(format!("btrfs: nexusd did not stop cleanly: {e:#}"));
     }
     let mut ids = lab.created_ids();
-    ids.extend(daemon.logged_sandbox_ids());
+    ids.extend(daemon.sandbox_ids());
     notes.extend(cleanup::reap(&ids).await);
     (Ok(operations), notes)
 }

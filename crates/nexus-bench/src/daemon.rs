@@ -183,6 +183,16 @@ impl Daemon {
             .collect()
     }
 
+    /// Every sandbox of this daemon to reap once it has stopped: the ones it logged as
+    /// created or as ready in its warm pool, and any still running on its directories
+    /// (a pool sandbox whose start was cut off by the stop logged neither).
+    pub fn sandbox_ids(&self) -> BTreeSet<String> {
+        let mut ids = self.logged_sandbox_ids();
+        ids.extend(self.logged_pool_ids());
+        ids.extend(crate::memory::sandboxes_mentioning(self.dirs.path()));
+        ids
+    }
+
     /// Ids of every sandbox the daemon logged as ready in its warm pool, claimed or not.
     pub fn logged_pool_ids(&self) -> BTreeSet<String> {
         std::fs::read_to_string(self.log_path())

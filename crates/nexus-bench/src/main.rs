@@ -159,7 +159,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     notes.extend(failures.into_iter().map(|f| format!("cleanup: {f}")));
     let stopped = daemon.stop().await;
     let mut ids = lab.created_ids();
-    ids.extend(daemon.logged_sandbox_ids());
+    ids.extend(daemon.sandbox_ids());
     notes.extend(cleanup::reap(&ids).await);
     drop(daemon);
     let Some((mut operations, idle, many, curve)) = measured else {

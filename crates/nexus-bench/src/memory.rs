@@ -73,6 +73,23 @@ pub fn processes_by_sandbox(ids: &BTreeSet<String>) -> BTreeMap<String, Vec<u32>
     found
 }
 
+/// Sandboxes (by their cgroup) with a process whose command line mentions `path`: a
+/// daemon's sandboxes whatever it logged, since their bwrap names the daemon's data
+/// directory in its binds.
+pub fn sandboxes_mentioning(path: &std::path::Path) -> BTreeSet<String> {
+    let needle = path.as_os_str().as_encoded_bytes();
+    all_pids()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.windows(needle.len()).any(|w| w == needle))
+        })
+        .filter_map(|pid| {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+            sandbox_of_cgroup(&text).map(str::to_owned)
+        })
+        .collect()
+}
+
 /// Resident set size of a process (`VmRSS`), in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

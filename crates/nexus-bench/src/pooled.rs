@@ -68,7 +68,7 @@ pub async fn measure(bins: &Binaries, n: usize) -> (Operation, Vec<String>) {
         .collect();
     cleanup::reap(&waiting).await;
     let mut ids = created;
-    ids.extend(daemon.logged_sandbox_ids());
+    ids.extend(daemon.sandbox_ids());
     notes.extend(
         cleanup::reap(&ids)
             .await
