@@ -404,7 +404,13 @@ impl SandboxService {
             runtime: None,
         };
         self.record(&sandbox, &workspace, made).await?;
-        tracing::info!(sandbox_id = %sandbox.id, name = %sandbox.spec.name, driver = %sandbox.spec.driver, workspace = %workspace.name, "sandbox created");
+        // A warm-pool sandbox's own creation is the pool's business ("warm pool sandbox
+        // ready" says it); its placeholder name means nothing to a reader of the log.
+        if sandbox.spec.name.is_placeholder() {
+            tracing::debug!(sandbox_id = %sandbox.id, name = %sandbox.spec.name, "warm pool sandbox created");
+        } else {
+            tracing::info!(sandbox_id = %sandbox.id, name = %sandbox.spec.name, driver = %sandbox.spec.driver, workspace = %workspace.name, "sandbox created");
+        }
         if !request.start {
             return Ok(SandboxView {
                 sandbox,
@@ -692,7 +698,11 @@ impl SandboxService {
             .transition(&sandbox, SandboxState::Running, None, RuntimeUpdate::Keep)
             .await?;
         self.remember(&sandbox, agent, started.isolation);
-        tracing::info!(sandbox_id = %sandbox.id, name = %sandbox.spec.name, "sandbox running");
+        if sandbox.spec.name.is_placeholder() {
+            tracing::debug!(sandbox_id = %sandbox.id, name = %sandbox.spec.name, "warm pool sandbox running");
+        } else {
+            tracing::info!(sandbox_id = %sandbox.id, name = %sandbox.spec.name, "sandbox running");
+        }
         Ok(self.view(sandbox))
     }
 

@@ -439,7 +439,11 @@ impl SandboxService {
             return Err(err.into());
         }
         self.apply_quota(workspace).await;
-        tracing::info!(workspace = %workspace.name, workspace_id = %workspace.id, "workspace created");
+        if workspace.name.is_placeholder() {
+            tracing::debug!(workspace = %workspace.name, workspace_id = %workspace.id, "warm pool workspace created");
+        } else {
+            tracing::info!(workspace = %workspace.name, workspace_id = %workspace.id, "workspace created");
+        }
         Ok(())
     }
 
