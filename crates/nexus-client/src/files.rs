@@ -320,18 +320,6 @@ impl Client {
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
     }
 
-    fn byte_stream(&self, response: reqwest::Response) -> ByteStream {
-        let addr = self.addr();
-        Box::pin(
-            response
-                .bytes_stream()
-                .map_err(move |source| ClientError::Transport {
-                    addr: addr.clone(),
-                    source,
-                }),
-        )
-    }
-
     fn files_url(&self, id: &str, rest: &str) -> reqwest::Url {
         self.url(&format!("/v1/sandboxes/{}/files/{rest}", segment(id)))
     }

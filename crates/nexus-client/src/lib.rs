@@ -269,14 +269,7 @@ impl Client {
                 ),
             });
         }
-        let addr = self.addr();
-        let bytes = response
-            .bytes_stream()
-            .map_err(move |source| ClientError::Transport {
-                addr: addr.clone(),
-                source,
-            });
-        Ok(Box::pin(binary_frames(bytes)))
+        Ok(Box::pin(binary_frames(self.byte_stream(response))))
     }
 
     /// `POST /v1/sandboxes/{id}/processes`: a background process.
@@ -350,14 +343,21 @@ impl Client {
         if !status.is_success() {
             return Err(api_error(status, response).await);
         }
+        Ok(Box::pin(ndjson_lines(self.byte_stream(response))))
+    }
+
+    /// The body of `response` as a stream of chunks; a broken connection is a
+    /// [`ClientError::Transport`].
+    fn byte_stream(&self, response: reqwest::Response) -> ByteStream {
         let addr = self.addr();
-        let bytes = response
-            .bytes_stream()
-            .map_err(move |source| ClientError::Transport {
-                addr: addr.clone(),
-                source,
-            });
-        Ok(Box::pin(ndjson_lines(bytes)))
+        Box::pin(
+            response
+                .bytes_stream()
+                .map_err(move |source| ClientError::Transport {
+                    addr: addr.clone(),
+                    source,
+                }),
+        )
     }
 
     async fn call_empty(&self, request: reqwest::RequestBuilder) -> Result<(), ClientError> {

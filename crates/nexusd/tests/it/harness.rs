@@ -366,15 +366,33 @@ impl Api {
 
     /// The raw body of a streamed exec in the binary form.
     pub async fn exec_stream_binary(&self, sandbox: &str, argv: &[&str]) -> (u16, String, Vec<u8>) {
-        let res = self
+        self.streamed_exec(sandbox, argv, Some(nexus_api::exec_stream::MEDIA_TYPE))
+            .await
+    }
+
+    /// The raw bytes of a streamed exec.
+    pub async fn exec_stream(&self, sandbox: &str, argv: &[&str]) -> (u16, String, String) {
+        let (status, content_type, body) = self.streamed_exec(sandbox, argv, None).await;
+        let text = String::from_utf8(body).expect("an NDJSON body is UTF-8");
+        (status, content_type, text)
+    }
+
+    /// Status, content type and body of a streamed exec, asking for `accept` if given.
+    async fn streamed_exec(
+        &self,
+        sandbox: &str,
+        argv: &[&str],
+        accept: Option<&str>,
+    ) -> (u16, String, Vec<u8>) {
+        let mut request = self
             .http
             .post(format!("{}/v1/sandboxes/{sandbox}/exec", self.base))
             .bearer_auth(&self.token)
-            .header("accept", nexus_api::exec_stream::MEDIA_TYPE)
-            .json(&serde_json::json!({"argv": argv, "stream": true}))
-            .send()
-            .await
-            .expect("request");
+            .json(&serde_json::json!({"argv": argv, "stream": true}));
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let res = request.send().await.expect("request");
         let status = res.status().as_u16();
         let content_type = res
             .headers()
@@ -386,25 +404,6 @@ impl Api {
             content_type,
             res.bytes().await.expect("body").to_vec(),
         )
-    }
-
-    /// The raw bytes of a streamed exec.
-    pub async fn exec_stream(&self, sandbox: &str, argv: &[&str]) -> (u16, String, String) {
-        let res = self
-            .http
-            .post(format!("{}/v1/sandboxes/{sandbox}/exec", self.base))
-            .bearer_auth(&self.token)
-            .json(&serde_json::json!({"argv": argv, "stream": true}))
-            .send()
-            .await
-            .expect("request");
-        let status = res.status().as_u16();
-        let content_type = res
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap_or("").to_owned())
-            .unwrap_or_default();
-        (status, content_type, res.text().await.expect("body"))
     }
 }
 
