@@ -135,9 +135,30 @@ pub(super) fn assemble(ops: &[RawTreeOp]) -> Result<(), (usize, Errno)> {
         }
     }
     for (index, op) in ops.iter().enumerate() {
-        step(op).map_err(|errno| (index, errno))?;
+        step_while_busy(op).map_err(|errno| (index, errno))?;
     }
     Ok(())
+}
+
+/// Attempts, 1 ms apart, of a step that makes a mount read-only and fails with `EBUSY`.
+/// The kernel refuses that while a write on the mount is being finished; once in a few
+/// hundred assemblies under the full test suite's load, making a fresh `/dev` tmpfs
+/// read-only failed so, and the cause is not yet understood. The state is transient: a
+/// real writer would keep the whole tree from being sealed anyway.
+const BUSY_ATTEMPTS: u32 = 50;
+
+fn step_while_busy(op: &RawTreeOp) -> Result<(), Errno> {
+    let makes_read_only = matches!(op, RawTreeOp::ReadOnly(_) | RawTreeOp::Attributes { .. });
+    let mut attempt = 1;
+    loop {
+        match step(op) {
+            Err(Errno::EBUSY) if makes_read_only && attempt < BUSY_ATTEMPTS => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            done => return done,
+        }
+    }
 }
 
 fn step(op: &RawTreeOp) -> Result<(), Errno> {
