@@ -4,12 +4,13 @@
 //!
 //! The reaping rule: only [`Table::reap`] ever calls `waitpid`, always as `waitpid(-1,
 //! WNOHANG)` and always under the table lock; [`Table::spawn`] holds that same lock from
-//! `fork` until the new pid is registered. So a child that exits at once is reaped only
+//! the spawn until the new pid is registered. So a child that exits at once is reaped only
 //! after it is known, and its status reaches its record; any pid not registered is an
 //! orphan. Nothing else (no `std::process::Child::wait`, no `tokio::process`) waits.
 //! Terminal sessions' shells are leaders too ([`Leader::Terminal`], started through
 //! [`Table::start_leader`]), so the same rule covers them.
 
+mod posix;
 mod process;
 pub mod ring;
 pub mod spawn;
@@ -140,10 +141,10 @@ impl Table {
         request: &ExecRequest,
         attach: bool,
     ) -> Result<(Arc<Process>, Option<u64>), Refusal> {
-        let mut command = spawn::command(request, &self.config.workdir, &self.config.env)?;
+        let prepared = spawn::prepare(request, &self.config.workdir, &self.config.env)?;
         let id = ProcessId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let mut inner = self.lock();
-        let started = spawn::start(&mut command, &request.argv[0])?;
+        let started = spawn::start(&prepared)?;
         let mut output = ring::Output::new(self.config.window, request.max_output_bytes);
         let reader = if attach {
             Some(output.attach([0, 0]).expect("offset 0 is always valid"))
