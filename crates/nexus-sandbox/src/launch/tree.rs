@@ -135,30 +135,9 @@ pub(super) fn assemble(ops: &[RawTreeOp]) -> Result<(), (usize, Errno)> {
         }
     }
     for (index, op) in ops.iter().enumerate() {
-        step_while_busy(op).map_err(|errno| (index, errno))?;
+        step(op).map_err(|errno| (index, errno))?;
     }
     Ok(())
-}
-
-/// Attempts, 1 ms apart, of a step that makes a mount read-only and fails with `EBUSY`.
-/// The kernel refuses that while a write on the mount is being finished; once in a few
-/// hundred assemblies under the full test suite's load, making a fresh `/dev` tmpfs
-/// read-only failed so, and the cause is not yet understood. The state is transient: a
-/// real writer would keep the whole tree from being sealed anyway.
-const BUSY_ATTEMPTS: u32 = 50;
-
-fn step_while_busy(op: &RawTreeOp) -> Result<(), Errno> {
-    let makes_read_only = matches!(op, RawTreeOp::ReadOnly(_) | RawTreeOp::Attributes { .. });
-    let mut attempt = 1;
-    loop {
-        match step(op) {
-            Err(Errno::EBUSY) if makes_read_only && attempt < BUSY_ATTEMPTS => {
-                attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            done => return done,
-        }
-    }
 }
 
 fn step(op: &RawTreeOp) -> Result<(), Errno> {
@@ -187,15 +166,21 @@ fn step(op: &RawTreeOp) -> Result<(), Errno> {
                 0
             }
             RawTreeOp::File(file) => {
-                let fd = libc::open(
-                    file.as_ptr(),
-                    libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                    0o644,
-                );
-                if fd < 0 {
-                    return Err(Errno::last());
+                // Made with mknod, never opened: a file open for writing sits in the daemon's
+                // descriptor table, where a child that another thread starts at that moment
+                // holds it until its exec, and the mount cannot be made read-only (EBUSY)
+                // until then.
+                if libc::mknod(file.as_ptr(), libc::S_IFREG | 0o644, 0) < 0 {
+                    let err = Errno::last();
+                    let mut stat: libc::stat = std::mem::zeroed();
+                    let is_file = err == Errno::EEXIST
+                        && libc::lstat(file.as_ptr(), &mut stat) == 0
+                        && stat.st_mode & libc::S_IFMT == libc::S_IFREG;
+                    if !is_file {
+                        return Err(err);
+                    }
                 }
-                libc::close(fd)
+                0
             }
             RawTreeOp::Symlink { target, path } => libc::symlink(target.as_ptr(), path.as_ptr()),
             RawTreeOp::Bind { source, target } => libc::mount(
@@ -292,5 +277,82 @@ mod tests {
         }];
         assert_eq!(describe(&ops, 0), "bind /etc at /t/etc");
         assert_eq!(describe(&ops, 1), "assemble the sandbox's root");
+    }
+
+    /// Assembles a `/dev` like the sandbox's (a tmpfs, files to bind devices on, sealed
+    /// read-only) again and again on fresh threads while another thread keeps starting
+    /// processes with a fork. A file that was opened to be created used to reach those
+    /// children's descriptor tables and make the seal fail with EBUSY, a few times in a
+    /// thousand.
+    #[test]
+    fn sealing_a_fresh_tree_is_not_disturbed_by_processes_starting_meanwhile() {
+        use std::os::unix::process::CommandExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: assembling a tree needs root (mount namespaces and tmpfs)");
+            return;
+        }
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let spawner = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut started = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut command = std::process::Command::new("/bin/true");
+                    // SAFETY: an empty hook; it only makes std fork instead of spawn.
+                    unsafe { command.pre_exec(|| Ok(())) };
+                    command.status().expect("run /bin/true");
+                    started += 1;
+                }
+                started
+            })
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dev = dir.path().join("dev");
+        std::fs::create_dir(&dev).expect("mkdir");
+        let mut ops = vec![TreeOp::Tmpfs {
+            target: dev.clone(),
+            size: 65536,
+            read_only: false,
+        }];
+        for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+            ops.push(TreeOp::File(dev.join(name)));
+        }
+        ops.push(TreeOp::ReadOnly(dev.clone()));
+        let raw = prepare(&ops);
+        let mut failures = Vec::new();
+        for _ in 0..2000 {
+            let result = std::thread::scope(|s| s.spawn(|| assemble(&raw)).join())
+                .expect("the assembling thread panicked");
+            if let Err((step, errno)) = result {
+                failures.push(format!("{}: {errno}", describe(&ops, step)));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let started = spawner.join().expect("spawner");
+        assert!(started > 0, "no process started meanwhile");
+        assert!(
+            failures.is_empty(),
+            "{} of 2000 failed: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(3)]
+        );
+    }
+
+    #[test]
+    fn a_file_step_accepts_a_file_already_there_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("f");
+        let raw = |path: &Path| RawTreeOp::File(path_c(path));
+        assert_eq!(step(&raw(&file)), Ok(()));
+        assert!(file.is_file());
+        assert_eq!(step(&raw(&file)), Ok(()), "a second time");
+        std::os::unix::fs::symlink(&file, dir.path().join("link")).expect("symlink");
+        assert_eq!(step(&raw(&dir.path().join("link"))), Err(Errno::EEXIST));
+        assert_eq!(step(&raw(dir.path())), Err(Errno::EEXIST));
+    }
+
+    fn path_c(p: &Path) -> CString {
+        path(p)
     }
 }
