@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::files::{self, read_keyed, write_file};
-use super::{CgroupDir, CgroupError, Controller, Hierarchy, SandboxCgroup};
+use super::{CgroupDir, CgroupError, CgroupManager, Controller, Hierarchy, SandboxCgroup};
 
 impl SandboxCgroup {
     /// The sandbox id.
@@ -144,10 +144,7 @@ impl SandboxCgroup {
     /// [`Self::stats`] read on every command, so it reads one file instead of all of them.
     pub fn oom_kills(&self) -> Option<u64> {
         let dir = self.dir_of(Controller::Memory)?;
-        let (name, key) = match dir.hierarchy {
-            Hierarchy::V1 => ("memory.oom_control", "oom_kill"),
-            Hierarchy::V2 => ("memory.events", "oom_kill"),
-        };
+        let (name, key) = oom_file(dir.hierarchy);
         files::read(&dir.path.join(name))
             .ok()
             .and_then(|text| read_keyed(&text, key))
@@ -157,6 +154,34 @@ impl SandboxCgroup {
         self.dirs
             .iter()
             .find(|dir| dir.controllers.contains(&controller))
+    }
+}
+
+impl CgroupManager {
+    /// OOM kills counted so far in sandbox `id`'s memory cgroup, read straight from the one
+    /// file that holds them: this is read around every exec, so unlike
+    /// [`CgroupManager::open`] it probes no other controller's directory. `None` when memory
+    /// is not limited here or the cgroup is gone.
+    pub fn oom_kills(&self, id: &str) -> Option<u64> {
+        super::validate_id(id).ok()?;
+        let place = self
+            .places
+            .iter()
+            .find(|place| place.controller == Controller::Memory)?;
+        let base = place.base.as_ref().ok()?;
+        let (name, key) = oom_file(place.hierarchy);
+        let path = base.join(&self.parent_name).join(id).join(name);
+        files::read(&path)
+            .ok()
+            .and_then(|text| read_keyed(&text, key))
+    }
+}
+
+/// The file counting OOM kills in a memory cgroup, and its key.
+fn oom_file(hierarchy: Hierarchy) -> (&'static str, &'static str) {
+    match hierarchy {
+        Hierarchy::V1 => ("memory.oom_control", "oom_kill"),
+        Hierarchy::V2 => ("memory.events", "oom_kill"),
     }
 }
 

@@ -308,6 +308,8 @@ burst_usec 0
             }
         );
         assert_eq!(cgroup.oom_kills(), Some(1));
+        assert_eq!(manager.oom_kills("sb-1"), Some(1), "the direct read agrees");
+        assert_eq!(manager.oom_kills("sb-2"), None, "no such cgroup");
 
         // Without the io controller there is no io.stat: I/O is not measured.
         std::fs::remove_file(dir.join("io.stat")).expect("rm");
@@ -415,6 +417,7 @@ burst_usec 0
             },
             "blk-throttle is not counting: I/O is unmeasured, not zero"
         );
+        assert_eq!(manager.oom_kills("sb-1"), Some(2), "the direct read agrees");
 
         write(
             blkio.join("blkio.throttle.io_service_bytes_recursive"),

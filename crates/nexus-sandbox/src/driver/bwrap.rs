@@ -752,7 +752,7 @@ impl Driver for BwrapDriver {
 
     async fn oom_kills(&self, runtime: &str) -> Option<u64> {
         let runtime = parse(runtime)?;
-        self.cgroups.open(&runtime.id).ok()?.oom_kills()
+        self.cgroups.oom_kills(&runtime.id)
     }
 
     async fn usage(&self, runtime: &str) -> Usage {
