@@ -160,4 +160,12 @@ pub trait ImageBuilder: Send + Sync + std::fmt::Debug {
         progress: tokio::sync::mpsc::UnboundedSender<String>,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<String, String>;
+
+    /// At startup, before the scratch directories of interrupted builds are swept: stops
+    /// every process that builds of an earlier run of this daemon left running (a daemon
+    /// killed with SIGKILL cannot stop them itself), logging what it stopped. Returns
+    /// how many interrupted builds it found; an error says what could not be stopped.
+    async fn stop_leftovers(&self) -> Result<usize, String> {
+        Ok(0)
+    }
 }

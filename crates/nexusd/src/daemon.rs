@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use nexus_api::DaemonPaths;
-use nexus_core::service::{SandboxService, ServiceConfig};
+use nexus_core::service::{SandboxService, ServiceConfig, WarmPoolTasks};
 use nexus_core::{Store, SystemClock};
 use nexus_net::proxy::{Egress, EgressConfig};
 use nexus_net::resolve::Resolver;
@@ -33,8 +33,8 @@ pub struct RunningDaemon {
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     ticker: JoinHandle<()>,
-    /// The warm pool's top-up tasks; aborted at shutdown.
-    pool: tokio::task::JoinSet<()>,
+    /// The warm pool's top-up tasks; stopped at shutdown, after the start under way.
+    pool: WarmPoolTasks,
     /// The service, whose image builds are cancelled at shutdown.
     sandboxes: Arc<SandboxService>,
     pid_file: PathBuf,
@@ -107,9 +107,10 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
             },
         )
         .with_images(Arc::new(images))
-        .with_builder(Arc::new(crate::image_build::Mmdebstrap::new(
-            config.mmdebstrap_path.clone(),
-        ))),
+        .with_builder(Arc::new(
+            crate::image_build::Mmdebstrap::new(config.mmdebstrap_path.clone())
+                .with_detected_cgroups(&config.data_dir),
+        )),
     );
     // Leftovers of operations a crash interrupted go first, so nothing half-made is seen.
     let swept = sandboxes
@@ -119,6 +120,8 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningDaemon> {
     if swept > 0 {
         tracing::info!(swept, "removed workspace storage of interrupted operations");
     }
+    // Kills what builds of a previous run left in their cgroups, then sweeps their
+    // scratch directories.
     sandboxes
         .recover_images()
         .await
@@ -248,16 +251,26 @@ impl RunningDaemon {
         self.shutdown().await
     }
 
-    /// Stops accepting connections, cancels the image builds under way (their progress
-    /// streams end with `image_build_cancelled`, so they do not hold the shutdown up),
-    /// waits up to `shutdown_timeout` for in-flight requests, then returns.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+    /// Stops accepting connections and starting warm-pool sandboxes, cancels the image
+    /// builds under way (their progress streams end with `image_build_cancelled`, so
+    /// they do not hold the shutdown up), waits up to `shutdown_timeout` for in-flight
+    /// requests and for the warm-pool start under way, then returns.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
+        self.pool.stop_starting();
         self.sandboxes.cancel_image_builds().await;
         let timeout = self.shutdown_timeout;
         tracing::info!(timeout = %humantime::format_duration(timeout), "waiting for in-flight requests");
         let mut server = self.server;
-        match tokio::time::timeout(timeout, &mut server).await {
+        // A pool start cut off here would be left half-made for the next start to remove.
+        let (served, pool_stopped) = tokio::join!(
+            tokio::time::timeout(timeout, &mut server),
+            self.pool.stop(timeout)
+        );
+        if !pool_stopped {
+            tracing::warn!(timeout = %humantime::format_duration(timeout), "a warm pool start did not finish in time; the next start removes what it left");
+        }
+        match served {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "the HTTP server failed while stopping"),
             Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server task failed"),
@@ -267,7 +280,6 @@ impl RunningDaemon {
             }
         }
         self.ticker.abort();
-        self.pool.abort_all();
         if let Err(e) = std::fs::remove_file(&self.pid_file) {
             tracing::debug!(error = %e, path = %self.pid_file.display(), "pid file already gone");
         }

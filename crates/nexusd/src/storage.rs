@@ -46,7 +46,8 @@ fn fault(err: StorageError) -> StorageFault {
     }
 }
 
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its causes on one line: `outer: inner`.
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

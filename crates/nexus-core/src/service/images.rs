@@ -302,9 +302,25 @@ impl SandboxService {
         Ok(())
     }
 
-    /// At startup, before sandboxes start: removes leftovers of interrupted imports and
-    /// builds, and image trees the store does not record.
+    /// At startup, before sandboxes start: stops the processes of builds the previous
+    /// run left running, then removes leftovers of interrupted imports and builds (their
+    /// scratch directories), and image trees the store does not record.
     pub async fn recover_images(&self) -> Result<Vec<PathBuf>, ServiceError> {
+        // First, so that no process is still writing into a scratch directory swept below.
+        if let Some(builder) = &self.builder {
+            match builder.stop_leftovers().await {
+                Ok(0) => {}
+                Ok(builds) => {
+                    tracing::info!(
+                        builds,
+                        "stopped the processes of image builds the previous run left running"
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot stop every process of the image builds the previous run left running");
+                }
+            }
+        }
         let Ok(images) = self.image_storage() else {
             return Ok(Vec::new());
         };

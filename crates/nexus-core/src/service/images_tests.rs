@@ -457,3 +457,17 @@ async fn image_names_that_are_routes_are_refused() {
         assert!(service.import_image(import(name)).await.is_err());
     }
 }
+
+#[tokio::test]
+async fn startup_recovery_stops_the_builds_a_killed_daemon_left_running() {
+    let w = world();
+    let (service, _, builder) = with_builder(&w);
+    builder.leave_running(2);
+    service.recover_images().await.expect("recover");
+    assert_eq!(
+        builder.left_running(),
+        0,
+        "the leftover builds were not stopped"
+    );
+    service.recover_images().await.expect("recover again");
+}

@@ -45,7 +45,7 @@ mod workspaces_tests;
 
 pub use builds::{BUILD_CANCEL_WAIT, BuildCancel, RunningBuild};
 pub use images::{BuildImage, BuildPlan, ImageView, ImportImage};
-pub use pool::{MAX_POOL_SIZE, PoolProfile, PoolStatus};
+pub use pool::{MAX_POOL_SIZE, PoolProfile, PoolStatus, WarmPoolTasks};
 pub use restore::{RestoredWorkspace, RestoredWriter};
 pub use stats::{LiveStats, StatsSample};
 pub use terminals::{AttachedTerminal, TERMINAL_CLOSE_GRACE};

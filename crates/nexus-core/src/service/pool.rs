@@ -25,10 +25,16 @@
 //!   at a time daemon-wide (a burst of cold creates is never starved of both cores).
 //!   Failures are logged (a warning when the reason changes) and retried after 1 s,
 //!   doubling up to a minute, never in a spin.
+//! - At daemon stop, the top-ups start no more sandboxes, and the stop waits (within its
+//!   timeout) for the start under way, so a stopped daemon leaves each pooled sandbox
+//!   recorded whole or not begun. Cut off by the runtime's teardown instead, a start
+//!   would fail against the closed store and leave its record behind.
 //! - At daemon start, pooled sandboxes of the previous run are deleted (processes,
 //!   cgroups, workspaces) and the pool is filled fresh: an idle sandbox is cheaper to
-//!   start again than to adopt, and a fresh one is known to be clean. `tick` replaces a
-//!   pooled sandbox that died; it is never reported crashed.
+//!   start again than to adopt, and a fresh one is known to be clean. This includes one
+//!   whose daemon was killed mid-start: its record has no runtime handle yet, but its
+//!   processes are found through its cgroup, which the driver names after the id.
+//!   `tick` replaces a pooled sandbox that died; it is never reported crashed.
 //! - Deleting an image drains its pools first; their profiles then retry (with the
 //!   backoff above) until an image of that name exists again.
 
@@ -38,6 +44,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::{CreateSandbox, SandboxService, SandboxView, ServiceError};
 use crate::NetworkSpec;
@@ -82,6 +89,37 @@ pub struct PoolStatus {
     pub memory_bytes: Option<u64>,
     /// Why the last top-up failed, while the pool cannot be filled.
     pub error: Option<String>,
+}
+
+/// The running top-up tasks, from [`SandboxService::spawn_warm_pool`]. Dropping this
+/// aborts them wherever they are; [`Self::stop`] lets a start under way finish.
+#[derive(Debug)]
+pub struct WarmPoolTasks {
+    tasks: JoinSet<()>,
+    stop: CancellationToken,
+}
+
+impl WarmPoolTasks {
+    /// Starts no more pooled sandboxes from now on; a start under way goes on.
+    pub fn stop_starting(&self) {
+        self.stop.cancel();
+    }
+
+    /// [`Self::stop_starting`], then waits up to `timeout` for the start under way, so
+    /// that none is left half-made. Past `timeout` the tasks are aborted (what they
+    /// leave is removed at the next daemon start). Returns whether they ended in time.
+    pub async fn stop(mut self, timeout: Duration) -> bool {
+        self.stop_starting();
+        let ended = tokio::time::timeout(timeout, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        if !ended {
+            self.tasks.abort_all();
+        }
+        ended
+    }
 }
 
 impl PoolProfile {
@@ -216,15 +254,21 @@ impl SandboxService {
     }
 
     /// Starts one top-up task per profile; they fill the pools and keep them full until
-    /// the returned set is dropped (or the service is).
-    pub fn spawn_warm_pool(self: &Arc<Self>) -> JoinSet<()> {
+    /// they are stopped (or dropped, or the service is).
+    pub fn spawn_warm_pool(self: &Arc<Self>) -> WarmPoolTasks {
+        let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         for (index, slot) in self.pool.slots.iter().enumerate() {
             if slot.profile.size > 0 {
-                tasks.spawn(top_up(Arc::downgrade(self), slot.clone(), index));
+                tasks.spawn(top_up(
+                    Arc::downgrade(self),
+                    slot.clone(),
+                    index,
+                    stop.clone(),
+                ));
             }
         }
-        tasks
+        WarmPoolTasks { tasks, stop }
     }
 
     /// Each profile with its ready count, the memory its sandboxes use, and why it
@@ -437,15 +481,17 @@ impl SandboxService {
             .remove(&sandbox.id);
     }
 
-    /// Starts one sandbox into `slot` unless it is full. Returns whether one was added.
-    async fn fill_one(&self, slot: &Slot) -> Result<bool, ServiceError> {
-        let _permit = self
-            .pool
-            .starting
-            .acquire()
-            .await
-            .expect("the pool's semaphore is never closed");
-        if slot.is_full() {
+    /// Starts one sandbox into `slot` unless it is full or `stop` is cancelled. Returns
+    /// whether one was added. Once begun, the start is not given up for `stop`.
+    async fn fill_one(&self, slot: &Slot, stop: &CancellationToken) -> Result<bool, ServiceError> {
+        let _permit = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Ok(false),
+            permit = self.pool.starting.acquire() => {
+                permit.expect("the pool's semaphore is never closed")
+            }
+        };
+        if slot.is_full() || stop.is_cancelled() {
             return Ok(false);
         }
         let sandbox = self.start_pooled(&slot.profile).await?;
@@ -494,23 +540,32 @@ impl SandboxService {
     }
 }
 
-/// Keeps one profile's pool full while the service lives: waits for a sandbox to be
-/// taken, then starts sandboxes one at a time until the pool is full again, backing off
-/// after failures.
-async fn top_up(service: Weak<SandboxService>, slot: Arc<Slot>, index: usize) {
+/// Keeps one profile's pool full while the service lives and `stop` is not cancelled:
+/// waits for a sandbox to be taken, then starts sandboxes one at a time until the pool
+/// is full again, backing off after failures.
+async fn top_up(
+    service: Weak<SandboxService>,
+    slot: Arc<Slot>,
+    index: usize,
+    stop: CancellationToken,
+) {
     let mut backoff = Duration::ZERO;
-    loop {
+    while !stop.is_cancelled() {
         if slot.is_full() {
-            slot.wake.notified().await;
-            continue;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = slot.wake.notified() => continue,
+            }
         }
         let Some(service) = service.upgrade() else {
             return;
         };
-        let result = service.fill_one(&slot).await;
+        let result = service.fill_one(&slot, &stop).await;
         drop(service);
         match result {
-            Ok(_) => {
+            // Full, or stopping.
+            Ok(false) => {}
+            Ok(true) => {
                 backoff = Duration::ZERO;
                 if slot.succeeded() {
                     tracing::info!(profile = index, image = %slot.profile.image, "the warm pool fills again");
@@ -524,7 +579,10 @@ async fn top_up(service: Weak<SandboxService>, slot: Arc<Slot>, index: usize) {
                 } else {
                     tracing::debug!(profile = index, image = %slot.profile.image, error = %reason, retry_in = ?backoff, "cannot start a warm pool sandbox");
                 }
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
             }
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::tests::request;
 use super::{
     CreateSandbox, ImportImage, MountRequest, PoolProfile, SandboxService, ServiceConfig,
-    ServiceError,
+    ServiceError, WarmPoolTasks,
 };
 use crate::clock::{Clock, Timestamp};
 use crate::driver::Usage;
@@ -83,7 +83,7 @@ impl Pool {
     }
 
     /// Starts the top-ups and waits until every profile's pool is full.
-    async fn filled(&self) -> tokio::task::JoinSet<()> {
+    async fn filled(&self) -> WarmPoolTasks {
         let tasks = self.service.spawn_warm_pool();
         self.wait_full().await;
         tasks
@@ -586,5 +586,73 @@ async fn failed_starts_back_off_and_are_reported() {
         p.store.list_sandboxes().await.expect("list").is_empty(),
         "a failed start leaves nothing"
     );
+    assert!(p.store.list_workspaces().await.expect("list").is_empty());
+}
+
+/// Waits until the fake driver has been asked for `n` starts.
+async fn wait_starts(p: &Pool, n: usize) {
+    for _ in 0..5000 {
+        if p.driver.starts() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!(
+        "{} starts, not {n}: {:?}",
+        p.driver.starts(),
+        p.driver.calls()
+    );
+}
+
+#[tokio::test]
+async fn stopping_the_pool_finishes_the_start_under_way_and_begins_no_other() {
+    let p = Pool::new(vec![host_profile(3)]);
+    let gate = p.driver.hold_starts();
+    let tasks = p.service.spawn_warm_pool();
+    wait_starts(&p, 1).await;
+    let stopping = tokio::spawn(tasks.stop(Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!stopping.is_finished(), "the stop waits for the start");
+    gate.add_permits(10);
+    assert!(stopping.await.expect("join"), "the stop ended in time");
+
+    assert_eq!(p.driver.starts(), 1, "{:?}", p.driver.calls());
+    assert_eq!(p.ready().await, 1);
+    let sandboxes = p.store.list_sandboxes().await.expect("list");
+    assert_eq!(sandboxes.len(), 1, "{sandboxes:?}");
+    assert_eq!(sandboxes[0].state, SandboxState::Running);
+    assert!(sandboxes[0].runtime.is_some(), "{sandboxes:?}");
+}
+
+#[tokio::test]
+async fn a_start_that_outlasts_the_stop_is_aborted_and_removed_at_the_next_start() {
+    let p = Pool::new(vec![host_profile(2)]);
+    let _gate = p.driver.hold_starts();
+    let tasks = p.service.spawn_warm_pool();
+    wait_starts(&p, 1).await;
+    assert!(
+        !tasks.stop(Duration::from_millis(50)).await,
+        "a start held forever cannot end in time"
+    );
+    // Cut off inside the driver's start: recorded, without a runtime handle.
+    let left = p.store.list_sandboxes().await.expect("list");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].runtime.is_none(), "{left:?}");
+
+    let restarted = p.restarted();
+    assert_eq!(
+        restarted
+            .service
+            .remove_pool_leftovers()
+            .await
+            .expect("leftovers"),
+        1
+    );
+    assert!(
+        p.driver
+            .calls()
+            .contains(&format!("destroy {}", left[0].id))
+    );
+    assert!(p.store.list_sandboxes().await.expect("list").is_empty());
     assert!(p.store.list_workspaces().await.expect("list").is_empty());
 }

@@ -49,12 +49,21 @@ pub struct FakeDriver {
     usage: Mutex<Usage>,
     fail_hostname: AtomicBool,
     hostnames: Mutex<HashMap<SandboxId, String>>,
+    start_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 impl FakeDriver {
     /// Makes `start` fail (or succeed again).
     pub fn set_fail_start(&self, fail: bool) {
         self.fail_start.store(fail, Ordering::SeqCst);
+    }
+
+    /// Holds every `start` from now on (after it is counted in [`Self::starts`]) until
+    /// the returned gate has a permit for it; each start takes one.
+    pub fn hold_starts(&self) -> Arc<tokio::sync::Semaphore> {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        *self.start_gate.lock().expect("fake lock") = Some(gate.clone());
+        gate
     }
 
     /// How `replace_workspace` answers from now on.
@@ -150,6 +159,13 @@ impl Driver for FakeDriver {
         mounts: &SandboxMounts,
     ) -> Result<Started, DriverError> {
         self.record("start", &sandbox.id);
+        let gate = self.start_gate.lock().expect("fake lock").clone();
+        if let Some(gate) = gate {
+            gate.acquire()
+                .await
+                .expect("the fake's start gate is never closed")
+                .forget();
+        }
         self.mounts
             .lock()
             .expect("fake lock")

@@ -278,12 +278,24 @@ impl FakeImageStorage {
 #[derive(Debug, Default)]
 pub struct FakeImageBuilder {
     dests: Mutex<Vec<PathBuf>>,
+    /// Interrupted builds "left running": each startup's `stop_leftovers` stops them.
+    leftovers: Mutex<usize>,
 }
 
 impl FakeImageBuilder {
     /// The directories builds were asked to fill, oldest first.
     pub fn dests(&self) -> Vec<PathBuf> {
         self.dests.lock().expect("fake lock").clone()
+    }
+
+    /// Pretends a killed daemon left `builds` builds running.
+    pub fn leave_running(&self, builds: usize) {
+        *self.leftovers.lock().expect("fake lock") += builds;
+    }
+
+    /// How many builds are still "running" from an earlier daemon.
+    pub fn left_running(&self) -> usize {
+        *self.leftovers.lock().expect("fake lock")
     }
 }
 
@@ -314,5 +326,11 @@ impl crate::storage::ImageBuilder for FakeImageBuilder {
             }
         }
         Ok("fake-builder 1.0".into())
+    }
+
+    async fn stop_leftovers(&self) -> Result<usize, String> {
+        Ok(std::mem::take(
+            &mut *self.leftovers.lock().expect("fake lock"),
+        ))
     }
 }

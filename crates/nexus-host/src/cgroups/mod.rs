@@ -158,6 +158,26 @@ pub fn v1_cgroup(controller: &str) -> Option<PathBuf> {
     v1_cgroup_from(&mountinfo, &own, controller)
 }
 
+/// This process's cgroup in the cgroup2 hierarchy, when cgroup2 is mounted (alone, or
+/// beside v1 hierarchies on a hybrid host), located and writable. Holding and killing
+/// processes there needs no controller (`cgroup.procs`, `cgroup.kill`, `cgroup.freeze`
+/// exist in every non-root cgroup), which is all an image build's cgroup is for.
+pub fn v2_cgroup() -> Option<PathBuf> {
+    let mountinfo = read_file("/proc/self/mountinfo").ok()?;
+    let own = read_file("/proc/self/cgroup").ok()?;
+    v2_cgroup_from(&mountinfo, &own)
+}
+
+/// [`v2_cgroup`] over given `mountinfo` and `/proc/self/cgroup` texts.
+fn v2_cgroup_from(mountinfo: &str, self_cgroup: &str) -> Option<PathBuf> {
+    let mounts = parse::parse_mountinfo(mountinfo);
+    let candidates: Vec<&CgroupMount> = mounts.iter().filter(|m| m.kind == MountKind::V2).collect();
+    let own = parse::parse_proc_cgroup(self_cgroup);
+    let own = own.iter().find(|m| m.is_v2())?;
+    let (_, dir) = locate(&candidates, &own.path)?;
+    writable(&dir).is_ok().then_some(dir)
+}
+
 /// [`v1_cgroup`] over given `mountinfo` and `/proc/self/cgroup` texts.
 fn v1_cgroup_from(mountinfo: &str, self_cgroup: &str, controller: &str) -> Option<PathBuf> {
     let mounts = parse::parse_mountinfo(mountinfo);
@@ -494,6 +514,31 @@ mod tests {
         );
         assert_eq!(v1_cgroup_from(&mountinfo, own, "hugetlb"), None);
         assert_eq!(v1_cgroup_from(&mountinfo, "0::/\n", "cpuacct"), None);
+    }
+
+    #[test]
+    fn v2_cgroup_is_located_on_v2_and_hybrid_hosts() {
+        let fake = Fake::new();
+        fake.mkdir("unified/nexus.service");
+        fake.mkdir("pids");
+        let hybrid = [
+            fake.mount("/", "pids", "cgroup", "rw,pids"),
+            fake.mount("/", "unified", "cgroup2", "rw"),
+        ]
+        .concat();
+        let own = "8:pids:/\n0::/nexus.service\n";
+        assert_eq!(
+            v2_cgroup_from(&hybrid, own),
+            Some(fake.path("unified/nexus.service"))
+        );
+        assert_eq!(
+            v2_cgroup_from(&hybrid, "8:pids:/\n0::/\n"),
+            Some(fake.path("unified")),
+            "the root of cgroup2 holds processes too"
+        );
+        assert_eq!(v2_cgroup_from(&hybrid, "0::/gone.scope\n"), None);
+        let v1_only = fake.mount("/", "pids", "cgroup", "rw,pids");
+        assert_eq!(v2_cgroup_from(&v1_only, own), None);
     }
 
     #[test]

@@ -55,20 +55,52 @@ impl SandboxCgroup {
                     remaining: pids.len(),
                 });
             }
-            let frozen = self.can_freeze() && self.set_frozen(true).is_ok();
-            for pid in pids {
-                let Ok(pid) = i32::try_from(pid) else {
-                    continue;
-                };
-                // ESRCH: it exited meanwhile, which is what we want.
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            if frozen {
-                self.set_frozen(false)?;
-            }
+            self.kill_listed(&pids)?;
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(20));
         }
+    }
+
+    /// Sends SIGKILL to every process in the cgroup once, without waiting for them to
+    /// end: for a drop guard, which must not block. `cgroup.kill` where it exists;
+    /// otherwise one round of [`kill_all_within`](Self::kill_all_within)'s freeze and
+    /// kill, which can miss a child forked while the pids are listed (the repeating
+    /// `kill_all_within` does not).
+    pub fn kill_once(&self) -> Result<(), CgroupError> {
+        let mut killed = false;
+        for dir in self
+            .dirs
+            .iter()
+            .filter(|dir| dir.path.join("cgroup.kill").exists())
+        {
+            write_file(&dir.path.join("cgroup.kill"), "1")?;
+            killed = true;
+        }
+        if killed {
+            return Ok(());
+        }
+        let pids = self.live_pids()?;
+        self.kill_listed(&pids)
+    }
+
+    /// Freezes the cgroup where a freezer exists, SIGKILLs each of `pids` and thaws it so
+    /// the kills take effect.
+    fn kill_listed(&self, pids: &[u32]) -> Result<(), CgroupError> {
+        if pids.is_empty() {
+            return Ok(());
+        }
+        let frozen = self.can_freeze() && self.set_frozen(true).is_ok();
+        for &pid in pids {
+            let Ok(pid) = i32::try_from(pid) else {
+                continue;
+            };
+            // ESRCH: it exited meanwhile, which is what we want.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if frozen {
+            self.set_frozen(false)?;
+        }
+        Ok(())
     }
 
     /// Removes every directory of the cgroup, retrying briefly while the last processes

@@ -18,11 +18,15 @@
 //! finds itself in a cgroup called `nexusd` uses its parent, so a restarted daemon finds
 //! the sandboxes it left behind.
 //!
+//! Image builds get cgroups of their own, apart from sandboxes, under
+//! `<our cgroup>/nexus-builds/<daemon instance>/<build>` in one hierarchy: see `build`.
+//!
 //! # Honesty
 //!
 //! A controller that is missing, not delegated or not writable does not stop a sandbox:
 //! [`CgroupSetup::report`] says, per limit, whether it is enforced and why not.
 
+mod build;
 mod create;
 mod files;
 mod kill;
@@ -36,6 +40,7 @@ use nexus_host::cgroups::{CgroupReport, ControllerProblem};
 pub use nexus_host::cgroups::{Controller, Hierarchy};
 use serde::Serialize;
 
+pub use self::build::{BUILDS_PARENT, BuildCgroup, BuildCgroups, LeftoverBuild};
 use self::files::read_keyed;
 pub use self::kill::DEFAULT_KILL_TIMEOUT;
 
@@ -169,6 +174,21 @@ pub enum CgroupError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// A cgroup directory could not be created.
+    #[error("cannot create cgroup {path}")]
+    Create {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No cgroup hierarchy this process can write to holds the cgroups asked for.
+    #[error("no writable cgroup hierarchy: {reason}")]
+    Unavailable {
+        /// What was looked for, and why each place is unusable.
+        reason: String,
     },
     /// A cgroup directory could not be removed.
     #[error("cannot remove {path}")]

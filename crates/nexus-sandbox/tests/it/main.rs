@@ -2,6 +2,7 @@
 //! this machine. Every isolation property is checked from inside a sandbox, in a way
 //! that fails when the protection is removed (the comment on each test says which).
 
+mod builds;
 mod isolation;
 mod lifecycle;
 mod limits;

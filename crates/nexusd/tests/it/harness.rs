@@ -115,6 +115,13 @@ impl Drop for Dirs {
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default();
             for dir in found.lines() {
+                // A sandbox whose start was cut off has processes but no init.pid yet.
+                let procs = std::fs::read_to_string(Path::new(dir).join("cgroup.procs"));
+                for pid in procs.iter().flat_map(|p| p.lines()) {
+                    if let Ok(pid) = pid.trim().parse::<i32>() {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                }
                 for _ in 0..50 {
                     if std::fs::remove_dir(dir).is_ok() {
                         break;

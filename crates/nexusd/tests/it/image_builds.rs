@@ -6,14 +6,29 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-use crate::harness::{Api, Daemon, Dirs, read_token};
+use crate::harness::{Api, Daemon, Dirs, read_token, skip};
 
 /// A stand-in for mmdebstrap that prints its version, or a line, then starts a child
 /// `sleep 1000`, writes its own pid, the child's and the directory it was asked to fill
 /// into `<dir>/build-<n>`, and waits.
 fn stand_in(dirs: &Dirs) -> PathBuf {
+    write_stand_in(dirs, "")
+}
+
+/// [`stand_in`] that also double-forks a `setsid sleep 1000`, which leaves the build's
+/// process group and session, and adds its pid to the record.
+fn escaping_stand_in(dirs: &Dirs) -> PathBuf {
+    write_stand_in(
+        dirs,
+        "escaped=$( (setsid sh -c 'echo $$; exec sleep 1000' </dev/null 2>/dev/null &) | head -n 1)\n",
+    )
+}
+
+fn write_stand_in(dirs: &Dirs, escape: &str) -> PathBuf {
     let script = dirs.path("fake-mmdebstrap");
     let record = dirs.path("builds");
     std::fs::create_dir_all(&record).expect("mkdir");
@@ -25,8 +40,9 @@ fn stand_in(dirs: &Dirs) -> PathBuf {
              for dest; do :; done\n\
              echo 'I: fake bootstrap'\n\
              echo half-made > \"$dest/marker\"\n\
+             {escape}\
              sleep 1000 &\n\
-             echo \"$$ $! $dest\" > {record}/build-$$.tmp && mv {record}/build-$$.tmp {record}/build-$$\n\
+             echo \"$$ $! $dest $escaped\" > {record}/build-$$.tmp && mv {record}/build-$$.tmp {record}/build-$$\n\
              wait\n",
             record = record.display()
         ),
@@ -37,12 +53,14 @@ fn stand_in(dirs: &Dirs) -> PathBuf {
     script
 }
 
-/// One build the stand-in is running: its pid, its child's, the directory it fills.
+/// One build the stand-in is running: its pid, its child's, the directory it fills, and
+/// the process that left its group (from [`escaping_stand_in`]).
 #[derive(Debug)]
 struct Running {
     tool: i32,
     child: i32,
     dest: PathBuf,
+    escaped: Option<i32>,
 }
 
 /// Waits for the stand-in's record of a build not in `seen`.
@@ -61,7 +79,13 @@ async fn started(dirs: &Dirs, seen: &[i32]) -> Running {
             let child: i32 = words.next().expect("pid").parse().expect("pid");
             if !seen.contains(&tool) {
                 let dest = PathBuf::from(words.next().expect("dest"));
-                return Running { tool, child, dest };
+                let escaped = words.next().map(|pid| pid.parse().expect("pid"));
+                return Running {
+                    tool,
+                    child,
+                    dest,
+                    escaped,
+                };
             }
         }
         assert!(Instant::now() < deadline, "the stand-in never started");
@@ -319,6 +343,131 @@ async fn the_configured_builder_program_is_the_one_run() {
             .as_str()
             .is_some_and(|m| m.contains(&*missing.to_string_lossy())),
         "{last}"
+    );
+    drop(daemon);
+}
+
+/// Kills the processes a test started, whatever happens to it.
+struct Reaper(Vec<i32>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Sweeps the build cgroups of the daemon using `dirs`, whatever happens to the test.
+struct SweepCgroups(String);
+
+impl Drop for SweepCgroups {
+    fn drop(&mut self) {
+        for place in nexus_sandbox::cgroups::BuildCgroups::places(&self.0).unwrap_or_default() {
+            let _ = place.sweep();
+        }
+    }
+}
+
+/// The build cgroup `pid` is in (`/nexus-builds/<instance>/<build>` under the daemon's
+/// cgroup), from `/proc/<pid>/cgroup`.
+fn build_cgroup_of(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .find(|path| path.contains("/nexus-builds/"))
+        .map(str::to_owned)
+}
+
+/// Regression: a daemon killed with SIGKILL mid-build left the build's processes running
+/// forever (only the scratch directory was swept). Its next start kills them all, the one
+/// that left the build's process group with `setsid` included, removes the build's cgroup
+/// and logs what it killed. Fails when builds get no cgroup or the startup sweep is
+/// removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_left_running_by_a_killed_daemon_is_killed_at_the_next_start() {
+    let test = "a_build_left_running_by_a_killed_daemon_is_killed_at_the_next_start";
+    if !nix::unistd::Uid::effective().is_root() {
+        skip(&format!("{test}: build cgroups need root"));
+        return;
+    }
+    if let Err(error) = nexus_sandbox::cgroups::BuildCgroups::detect("probe") {
+        skip(&format!("{test}: no build cgroup on this machine: {error}"));
+        return;
+    }
+    let dirs = Dirs::new();
+    let instance = nexusd::image_build::instance(&dirs.path("data").join("nexus"));
+    let _sweep = SweepCgroups(instance.clone());
+    escaping_stand_in(&dirs);
+    let daemon = Daemon::start(&dirs);
+    let mut events = Events::start(&daemon, &dirs, "py").await;
+    events.until_started().await;
+    let build = started(&dirs, &[]).await;
+    let escaped = build.escaped.expect("the stand-in records the escaped pid");
+    let _reaper = Reaper(vec![build.tool, build.child, escaped]);
+    let path = build_cgroup_of(build.tool).expect("the build runs in a cgroup of its own");
+    assert!(
+        path.contains(&format!("/nexus-builds/{instance}/build-")),
+        "{path}"
+    );
+    assert_eq!(
+        build_cgroup_of(escaped).as_deref(),
+        Some(path.as_str()),
+        "the escaped process stays in the build's cgroup"
+    );
+    let cgroup = path.rsplit('/').next().expect("a name").to_owned();
+
+    // It says its pid, then execs sleep: the log names it by what it runs.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(format!("/proc/{escaped}/comm"))
+        .ok()
+        .as_deref()
+        != Some("sleep\n")
+    {
+        assert!(Instant::now() < deadline, "{escaped} never became sleep");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    daemon.signal(Signal::SIGKILL);
+    let _ = daemon.wait();
+    drop(events);
+    for pid in [build.tool, build.child, escaped] {
+        assert!(
+            !dead_now(pid),
+            "{pid} died with the daemon: nothing to sweep"
+        );
+    }
+
+    let daemon = Daemon::start(&dirs);
+    assert_dead(&build, "the next start");
+    assert!(
+        gone(escaped),
+        "the process {escaped} that left the build's group outlived the next start"
+    );
+    let found = std::process::Command::new("find")
+        .args([
+            "/sys/fs/cgroup",
+            "-maxdepth",
+            "8",
+            "-type",
+            "d",
+            "-name",
+            &cgroup,
+        ])
+        .output()
+        .expect("find");
+    assert_eq!(
+        String::from_utf8_lossy(&found.stdout),
+        "",
+        "the build's cgroup is left over"
+    );
+    assert_eq!(scratch_leftovers(&dirs), Vec::<PathBuf>::new());
+    let logs = daemon.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("killed the processes of an image build")
+                && l.contains(&format!("{escaped} (sleep)"))),
+        "no line says what was killed:\n{logs}"
     );
     drop(daemon);
 }

@@ -1,11 +1,14 @@
 //! The warm pool through a real daemon with real bubblewrap sandboxes: a create is
 //! served by a pooled sandbox that looks fresh (its name as host name, an empty
 //! workspace, a uid of its own), pooled sandboxes stay hidden, the pool refills, and a
-//! restarted daemon replaces the previous run's pool.
+//! restarted daemon replaces the previous run's pool, also one stopped or killed while
+//! a top-up was starting a sandbox.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 use crate::harness::{Api, Daemon, Dirs, bwrap_usable, skip};
@@ -14,6 +17,17 @@ macro_rules! require_bwrap {
     () => {
         if !bwrap_usable() {
             skip("bubblewrap cannot run sandboxes on this host (`nexusctl doctor` says why)");
+            return;
+        }
+    };
+}
+
+/// The checks of leftovers find a sandbox's processes by its cgroup, which a root
+/// daemon always makes.
+macro_rules! require_root {
+    () => {
+        if !nix::unistd::geteuid().is_root() {
+            skip("finding sandbox processes by their cgroup needs nexusd running as root");
             return;
         }
     };
@@ -217,4 +231,270 @@ async fn a_restarted_daemon_replaces_the_previous_pool() {
     let (_, list) = api.get("/v1/sandboxes").await;
     assert!(names(&list).is_empty(), "{list}");
     daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_stop_waits_for_a_warm_pool_start_under_way() {
+    require_bwrap!();
+    require_root!();
+    let dirs = Dirs::new();
+    dirs.write_config("warm_pool:\n  - size: 3\n");
+    let daemon = Daemon::start(&dirs);
+    let api = Api::new(&daemon, &dirs);
+    wait_ready(&api, &daemon, 3).await;
+    // A create takes a pooled sandbox and the pool tops itself up: stop the daemon while
+    // that start is under way.
+    let claimed = api.create(json!({"name": "claimed"})).await;
+    let claimed_id = claimed["id"].as_str().expect("id").to_owned();
+    let starting = wait_for_record(&dirs, &daemon, |r| r.state == "starting").await;
+    let logs = daemon.stop();
+    assert!(!logs.contains("panicked"), "{logs}");
+
+    // The start was finished, not cut off: every record is whole and runs.
+    let stopped = records(&dirs);
+    let mut known: BTreeSet<String> = stopped.iter().map(|r| r.id.clone()).collect();
+    known.insert(starting.id.clone());
+    let processes = sandbox_processes(&dirs, &known);
+    for record in &stopped {
+        assert!(
+            record.state == "running" && record.runtime,
+            "a sandbox was left half-started by the stop: {record:?}\nall: {stopped:#?}\n{logs}"
+        );
+        assert!(
+            processes.contains_key(&record.id),
+            "{record:?} has no processes: {processes:?}"
+        );
+    }
+    assert!(
+        stopped.iter().any(|r| r.id == starting.id),
+        "the start under way ({starting:?}) was rolled back: {stopped:#?}\n{logs}"
+    );
+    assert_eq!(
+        stopped.len(),
+        4,
+        "three pooled and the claimed one: {stopped:#?}"
+    );
+
+    let daemon = Daemon::start(&dirs);
+    let api = Api::new(&daemon, &dirs);
+    wait_ready(&api, &daemon, 3).await;
+    assert_consistent(&dirs, &known, 3);
+    let (_, list) = api.get("/v1/sandboxes").await;
+    assert_eq!(names(&list), ["claimed"], "{list}");
+    let records = records(&dirs);
+    assert!(
+        records
+            .iter()
+            .any(|r| r.id == claimed_id && r.state == "running"),
+        "the claimed sandbox was not adopted: {records:#?}"
+    );
+    let (status, body) = api.delete("/v1/sandboxes/claimed?force=true").await;
+    assert_eq!(status, 204, "{body}");
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_killed_mid_warm_pool_start_leaks_nothing_at_the_next_start() {
+    require_bwrap!();
+    require_root!();
+    let dirs = Dirs::new();
+    dirs.write_config("warm_pool:\n  - size: 3\n");
+    let mut known = BTreeSet::new();
+    // Killed between the launch and the recording of its runtime handle, a pooled
+    // sandbox has processes and a cgroup but a record without a handle. The window is
+    // a few milliseconds wide: try again (each start clears the previous attempt) until
+    // a kill lands in it.
+    let mut half_started = None;
+    for _ in 0..20 {
+        let daemon = Daemon::start(&dirs);
+        // The pool fills well within 3 s; a miss is tried again.
+        let found = poll_record(&dirs, Duration::from_secs(3), |r| {
+            r.state == "starting"
+                && !r.runtime
+                && sandbox_processes(&dirs, &BTreeSet::from([r.id.clone()])).contains_key(&r.id)
+        })
+        .await;
+        daemon.signal(Signal::SIGKILL);
+        daemon.wait();
+        known.extend(records(&dirs).into_iter().map(|r| r.id));
+        known.extend(sandbox_processes(&dirs, &known).into_keys());
+        let Some(found) = found else { continue };
+        let still_half = records(&dirs)
+            .into_iter()
+            .any(|r| r.id == found.id && !r.runtime);
+        if still_half && sandbox_processes(&dirs, &known).contains_key(&found.id) {
+            half_started = Some(found);
+            break;
+        }
+    }
+    let Some(half_started) = half_started else {
+        panic!("no kill landed between a pooled sandbox's launch and its recording in 20 tries");
+    };
+    assert!(
+        !cgroups_of(&half_started.id).is_empty(),
+        "the half-started sandbox has a cgroup"
+    );
+
+    let daemon = Daemon::start(&dirs);
+    let api = Api::new(&daemon, &dirs);
+    wait_ready(&api, &daemon, 3).await;
+    assert_consistent(&dirs, &known, 3);
+    assert!(
+        cgroups_of(&half_started.id).is_empty(),
+        "the half-started sandbox's cgroup outlived the restart"
+    );
+    let (_, list) = api.get("/v1/sandboxes").await;
+    assert!(names(&list).is_empty(), "{list}");
+    daemon.stop();
+}
+
+/// One row of the `sandboxes` table.
+#[derive(Debug)]
+struct Record {
+    id: String,
+    name: String,
+    state: String,
+    /// Whether it holds the driver's runtime handle.
+    runtime: bool,
+}
+
+/// Every sandbox the database records, the pooled ones included.
+fn records(dirs: &Dirs) -> Vec<Record> {
+    let conn = rusqlite::Connection::open(dirs.db_file()).expect("open the database");
+    conn.busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
+    let mut query = conn
+        .prepare("SELECT id, name, state, runtime IS NOT NULL FROM sandboxes ORDER BY id")
+        .expect("prepare");
+    query
+        .query_map([], |row| {
+            Ok(Record {
+                id: row.get(0)?,
+                name: row.get(1)?,
+                state: row.get(2)?,
+                runtime: row.get(3)?,
+            })
+        })
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+/// Polls the database until a record matches; panics after 30 s.
+async fn wait_for_record(dirs: &Dirs, daemon: &Daemon, found: impl Fn(&Record) -> bool) -> Record {
+    match poll_record(dirs, Duration::from_secs(30), found).await {
+        Some(record) => record,
+        None => panic!("no such record: {:#?}\n{}", records(dirs), daemon.logs()),
+    }
+}
+
+/// Polls the database every millisecond, for up to `within`, until a record matches.
+async fn poll_record(
+    dirs: &Dirs,
+    within: Duration,
+    found: impl Fn(&Record) -> bool,
+) -> Option<Record> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if dirs.db_file().exists()
+            && let Some(record) = records(dirs).into_iter().find(&found)
+        {
+            return Some(record);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    None
+}
+
+/// Live processes by sandbox id (read from their cgroup), of the sandboxes in `known`
+/// and of any whose command line names the test's directories (bwrap's binds do).
+fn sandbox_processes(dirs: &Dirs, known: &BTreeSet<String>) -> BTreeMap<String, Vec<u32>> {
+    let needle = dirs.root.path().as_os_str().as_encoded_bytes();
+    let mut found: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for pid in entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    {
+        let Some(id) = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|text| sandbox_of_cgroup(&text))
+        else {
+            continue;
+        };
+        let mentions = || {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.windows(needle.len()).any(|w| w == needle))
+        };
+        if known.contains(&id) || mentions() {
+            found.entry(id).or_default().push(pid);
+        }
+    }
+    found
+}
+
+/// The sandbox id in a `/proc/<pid>/cgroup` text, if the process is in a sandbox's.
+fn sandbox_of_cgroup(text: &str) -> Option<String> {
+    text.lines()
+        .flat_map(|line| line.split('/'))
+        .find(|part| part.starts_with("sb-") && part.len() == "sb-".len() + 16)
+        .map(str::to_owned)
+}
+
+/// The cgroup directories of a sandbox, in every hierarchy.
+fn cgroups_of(id: &str) -> Vec<String> {
+    let output = Command::new("find")
+        .args([
+            "/sys/fs/cgroup",
+            "-maxdepth",
+            "8",
+            "-type",
+            "d",
+            "-name",
+            id,
+        ])
+        .output()
+        .expect("run find");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// After a restart filled the pool: `size` pooled records, every record running with its
+/// runtime handle and processes, and nothing left of the sandboxes in `known` that no
+/// record accounts for (no process, no cgroup).
+fn assert_consistent(dirs: &Dirs, known: &BTreeSet<String>, size: usize) {
+    let records = records(dirs);
+    let pooled = records
+        .iter()
+        .filter(|r| r.name.starts_with("0pool-"))
+        .count();
+    assert_eq!(pooled, size, "the pool is not at its size: {records:#?}");
+    let recorded: BTreeSet<&String> = records.iter().map(|r| &r.id).collect();
+    let processes = sandbox_processes(dirs, known);
+    for record in &records {
+        assert!(
+            record.state == "running" && record.runtime,
+            "an inconsistent record: {record:?}"
+        );
+        assert!(
+            processes.contains_key(&record.id),
+            "{record:?} has no processes"
+        );
+    }
+    let orphans: Vec<_> = processes
+        .iter()
+        .filter(|(id, _)| !recorded.contains(id))
+        .collect();
+    assert!(
+        orphans.is_empty(),
+        "processes no record accounts for: {orphans:?}"
+    );
+    for id in known.iter().filter(|id| !recorded.contains(id)) {
+        let left = cgroups_of(id);
+        assert!(left.is_empty(), "a cgroup no record accounts for: {left:?}");
+    }
 }
