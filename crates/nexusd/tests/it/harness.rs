@@ -101,29 +101,16 @@ impl Drop for Dirs {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
             // The sandbox's cgroup directories, wherever the daemon's own cgroup is.
-            let found = Command::new("find")
-                .args([
-                    "/sys/fs/cgroup",
-                    "-maxdepth",
-                    "8",
-                    "-type",
-                    "d",
-                    "-name",
-                    &id,
-                ])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            for dir in found.lines() {
+            for dir in cgroup_dirs_named(&id) {
                 // A sandbox whose start was cut off has processes but no init.pid yet.
-                let procs = std::fs::read_to_string(Path::new(dir).join("cgroup.procs"));
+                let procs = std::fs::read_to_string(Path::new(&dir).join("cgroup.procs"));
                 for pid in procs.iter().flat_map(|p| p.lines()) {
                     if let Ok(pid) = pid.trim().parse::<i32>() {
                         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                     }
                 }
                 for _ in 0..50 {
-                    if std::fs::remove_dir(dir).is_ok() {
+                    if std::fs::remove_dir(&dir).is_ok() {
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(20));
@@ -436,4 +423,28 @@ pub fn bwrap_usable() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Every cgroup directory called `name`, in every hierarchy, wherever the daemon's own
+/// cgroup is (none when `find` cannot run).
+pub fn cgroup_dirs_named(name: &str) -> Vec<String> {
+    let output = Command::new("find")
+        .args([
+            "/sys/fs/cgroup",
+            "-maxdepth",
+            "8",
+            "-type",
+            "d",
+            "-name",
+            name,
+        ])
+        .output();
+    output
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }

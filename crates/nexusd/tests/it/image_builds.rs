@@ -444,21 +444,9 @@ async fn a_build_left_running_by_a_killed_daemon_is_killed_at_the_next_start() {
         gone(escaped),
         "the process {escaped} that left the build's group outlived the next start"
     );
-    let found = std::process::Command::new("find")
-        .args([
-            "/sys/fs/cgroup",
-            "-maxdepth",
-            "8",
-            "-type",
-            "d",
-            "-name",
-            &cgroup,
-        ])
-        .output()
-        .expect("find");
     assert_eq!(
-        String::from_utf8_lossy(&found.stdout),
-        "",
+        crate::harness::cgroup_dirs_named(&cgroup),
+        Vec::<String>::new(),
         "the build's cgroup is left over"
     );
     assert_eq!(scratch_leftovers(&dirs), Vec::<PathBuf>::new());

@@ -5,13 +5,12 @@
 //! a top-up was starting a sandbox.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
-use crate::harness::{Api, Daemon, Dirs, bwrap_usable, skip};
+use crate::harness::{Api, Daemon, Dirs, bwrap_usable, cgroup_dirs_named, skip};
 
 macro_rules! require_bwrap {
     () => {
@@ -331,7 +330,7 @@ async fn a_daemon_killed_mid_warm_pool_start_leaks_nothing_at_the_next_start() {
         panic!("no kill landed between a pooled sandbox's launch and its recording in 20 tries");
     };
     assert!(
-        !cgroups_of(&half_started.id).is_empty(),
+        !cgroup_dirs_named(&half_started.id).is_empty(),
         "the half-started sandbox has a cgroup"
     );
 
@@ -340,7 +339,7 @@ async fn a_daemon_killed_mid_warm_pool_start_leaks_nothing_at_the_next_start() {
     wait_ready(&api, &daemon, 3).await;
     assert_consistent(&dirs, &known, 3);
     assert!(
-        cgroups_of(&half_started.id).is_empty(),
+        cgroup_dirs_named(&half_started.id).is_empty(),
         "the half-started sandbox's cgroup outlived the restart"
     );
     let (_, list) = api.get("/v1/sandboxes").await;
@@ -443,26 +442,6 @@ fn sandbox_of_cgroup(text: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The cgroup directories of a sandbox, in every hierarchy.
-fn cgroups_of(id: &str) -> Vec<String> {
-    let output = Command::new("find")
-        .args([
-            "/sys/fs/cgroup",
-            "-maxdepth",
-            "8",
-            "-type",
-            "d",
-            "-name",
-            id,
-        ])
-        .output()
-        .expect("run find");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 /// After a restart filled the pool: `size` pooled records, every record running with its
 /// runtime handle and processes, and nothing left of the sandboxes in `known` that no
 /// record accounts for (no process, no cgroup).
@@ -494,7 +473,7 @@ fn assert_consistent(dirs: &Dirs, known: &BTreeSet<String>, size: usize) {
         "processes no record accounts for: {orphans:?}"
     );
     for id in known.iter().filter(|id| !recorded.contains(id)) {
-        let left = cgroups_of(id);
+        let left = cgroup_dirs_named(id);
         assert!(left.is_empty(), "a cgroup no record accounts for: {left:?}");
     }
 }
