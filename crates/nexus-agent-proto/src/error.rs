@@ -43,6 +43,9 @@ pub enum ProtoError {
         #[source]
         source: serde_json::Error,
     },
+    /// (v4) A PACKED payload that does not decode as the answer it announces.
+    #[error("malformed PACKED payload: {0}")]
+    BadPacked(String),
     /// The two sides share no protocol version.
     #[error(
         "protocol version mismatch: client supports {client_min}..={client_max}, agent supports {agent_min}..={agent_max}"

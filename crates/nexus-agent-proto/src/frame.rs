@@ -54,6 +54,10 @@ pub enum FrameType {
     /// (v3) Client → agent, `u64 BE terminal id | bytes` to write to a terminal session's
     /// input; opens the channel like a request and is answered by one RESPONSE.
     TermInput = 0x0d,
+    /// (v4) Agent → client, a [`crate::Response`] in the packed binary encoding
+    /// ([`crate::packed`]) instead of JSON; like RESPONSE, the last frame of its channel.
+    /// Sent for the answers that version 4 packs (`fs_stat`).
+    Packed = 0x10,
     /// Either way, channel 0, JSON [`crate::ConnectionError`]: a fatal error; the sender
     /// closes the connection after it.
     Error = 0x0f,
@@ -77,6 +81,7 @@ impl FrameType {
             0x0c => Self::Upload,
             0x0d => Self::TermInput,
             0x0f => Self::Error,
+            0x10 => Self::Packed,
             _ => return None,
         })
     }
@@ -117,13 +122,22 @@ impl Frame {
         })
     }
 
-    /// The JSON payload as a [`Response`](crate::Response), by
-    /// [`Response::decode`](crate::Response::decode).
+    /// The [`Response`](crate::Response) of a RESPONSE frame (JSON, by
+    /// [`Response::decode`](crate::Response::decode)) or of a PACKED frame (by
+    /// [`packed::decode`](crate::packed::decode)).
     pub fn response(&self) -> Result<crate::Response, ProtoError> {
+        if self.kind == FrameType::Packed {
+            return crate::packed::decode(&self.payload);
+        }
         crate::Response::decode(&self.payload).map_err(|source| ProtoError::BadPayload {
             kind: self.kind,
             source,
         })
+    }
+
+    /// Whether this frame ends its channel: a RESPONSE, or (v4) a PACKED answer.
+    pub fn is_answer(&self) -> bool {
+        matches!(self.kind, FrameType::Response | FrameType::Packed)
     }
 
     /// A data frame (`Stdout`, `Stderr`, `Stdin`, `FileData`, `Upload`, `TermInput`): a

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// The newest protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The oldest protocol version this build speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
@@ -25,6 +25,9 @@ pub const FS_PROTOCOL_VERSION: u16 = 2;
 
 /// The first version with terminal sessions (the `term_*` operations, TERM_INPUT frames).
 pub const TERMINAL_PROTOCOL_VERSION: u16 = 3;
+
+/// The first version that answers `fs_stat` with a PACKED frame ([`crate::packed`]).
+pub const PACKED_PROTOCOL_VERSION: u16 = 4;
 
 /// The versions this build speaks.
 pub const SUPPORTED_VERSIONS: RangeInclusive<u16> = MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION;

@@ -8,6 +8,7 @@
 //!   its codec (size limit, unknown types rejected);
 //! - [`messages`]: the JSON messages and the values they carry;
 //! - [`fs`]: the messages of the file API (version 2) and their value types;
+//! - [`packed`]: the compact binary answers of PACKED frames (version 4);
 //! - [`handshake`]: version negotiation, both halves;
 //! - [`AgentClient`]: the host side, many concurrent operations on one connection,
 //!   output streams with credit-based flow control ([`OutputStream`]), file reads and tar
@@ -25,6 +26,7 @@ pub mod fs;
 mod fs_stream;
 pub mod handshake;
 pub mod messages;
+pub mod packed;
 mod stream;
 mod term_stream;
 pub mod terminal;
@@ -36,8 +38,8 @@ pub use error::ProtoError;
 pub use frame::{CONTROL_CHANNEL, Frame, FrameCodec, FrameType, MAX_DATA_CHUNK, MAX_FRAME_LEN};
 pub use fs_stream::{ByteStream, WatchStream};
 pub use handshake::{
-    FS_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, SUPPORTED_VERSIONS,
-    TERMINAL_PROTOCOL_VERSION,
+    FS_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, PACKED_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS, TERMINAL_PROTOCOL_VERSION,
 };
 pub use messages::{
     AgentInfo, Attach, ConnectionError, DEFAULT_MAX_OUTPUT_BYTES, ErrorCode, Event, ExecRequest,

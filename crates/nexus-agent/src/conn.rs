@@ -166,6 +166,7 @@ fn route(
                 channel,
                 op,
                 credit.clone(),
+                version,
             ));
             open.insert(
                 channel,

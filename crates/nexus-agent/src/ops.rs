@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nexus_agent_proto::{
-    ErrorCode, Event, ExitInfo, Frame, FrameType, MAX_DATA_CHUNK, Pong, ProcessId, Request,
-    Response, StreamKind, TerminalId,
+    ErrorCode, Event, ExitInfo, Frame, FrameType, MAX_DATA_CHUNK, PACKED_PROTOCOL_VERSION, Pong,
+    ProcessId, Request, Response, StreamKind, TerminalId,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
@@ -104,7 +104,8 @@ impl Credit {
     }
 }
 
-/// Runs one operation and answers it.
+/// Runs one operation and answers it; `version` is the connection's protocol version,
+/// which decides the answer's encoding.
 pub async fn run(
     agent: Arc<Agent>,
     channels: Arc<Channels>,
@@ -112,6 +113,7 @@ pub async fn run(
     channel: u32,
     op: Op,
     credit: Option<Arc<Credit>>,
+    version: u16,
 ) {
     let response = match execute(&agent, &tx, channel, op, credit).await {
         Ok(response) => response,
@@ -121,9 +123,20 @@ pub async fn run(
         },
     };
     channels.close(channel);
-    let _ = tx
-        .send(Frame::json(FrameType::Response, channel, &response))
-        .await;
+    let _ = tx.send(answer(channel, &response, version)).await;
+}
+
+/// The frame that carries `response`: PACKED for the answers `version` packs, otherwise
+/// a JSON RESPONSE.
+fn answer(channel: u32, response: &Response, version: u16) -> Frame {
+    match response {
+        Response::FsStats { results } if version >= PACKED_PROTOCOL_VERSION => Frame::new(
+            FrameType::Packed,
+            channel,
+            nexus_agent_proto::packed::encode_stats(results),
+        ),
+        _ => Frame::json(FrameType::Response, channel, response),
+    }
 }
 
 async fn execute(

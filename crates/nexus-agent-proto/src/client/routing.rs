@@ -199,11 +199,11 @@ impl Channel {
         }
     }
 
-    /// Waits for the channel's RESPONSE, ignoring nothing else (a request channel carries
-    /// no other frame).
+    /// Waits for the channel's RESPONSE (or PACKED answer), ignoring nothing else (a
+    /// request channel carries no other frame).
     pub(crate) async fn response(&mut self) -> Result<Response, ProtoError> {
         let frame = self.recv().await?;
-        if frame.kind != FrameType::Response {
+        if !frame.is_answer() {
             return Err(ProtoError::Protocol(format!(
                 "expected a RESPONSE on channel {}, got a {:?} frame",
                 self.id, frame.kind

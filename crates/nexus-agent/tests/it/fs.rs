@@ -659,6 +659,81 @@ async fn magic_links_are_refused_and_plain_symlinks_followed() {
     assert_eq!(read_all(&client, "plain-link", 0, None).await.1, b"real");
 }
 
+/// Sends one `fs_stat` of `paths` on a raw connection that offers versions up to `max`,
+/// and returns the frame that answers it.
+async fn raw_stat_answer(fx: &Fixture, max: u16, paths: &[&str]) -> Frame {
+    let stream = UnixStream::connect(&fx.agent.socket)
+        .await
+        .expect("connecting to the agent");
+    let mut framed = Framed::new(stream, FrameCodec::new());
+    let hello = nexus_agent_proto::Hello {
+        magic: nexus_agent_proto::MAGIC.into(),
+        min_version: 1,
+        max_version: max,
+        client: "raw".into(),
+    };
+    framed
+        .send(Frame::json(FrameType::Hello, 0, &hello))
+        .await
+        .expect("sending HELLO");
+    let welcome: nexus_agent_proto::AgentInfo = framed
+        .next()
+        .await
+        .expect("a WELCOME")
+        .expect("a frame")
+        .parse()
+        .expect("WELCOME parses");
+    assert_eq!(welcome.protocol_version, max);
+    let request = Request::FsStat(StatRequest {
+        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        hash: HashMode::Auto,
+    });
+    framed
+        .send(Frame::json(FrameType::Request, 1, &request))
+        .await
+        .expect("sending the request");
+    let answer = framed.next().await.expect("an answer").expect("a frame");
+    assert_eq!(answer.channel, 1);
+    answer
+}
+
+#[tokio::test]
+async fn bulk_stat_is_answered_packed_from_version_4_and_as_json_before() {
+    let fx = Fixture::new();
+    std::fs::write(fx.path("f"), b"abc").unwrap();
+    std::os::unix::fs::symlink("f", fx.path("l")).unwrap();
+    let paths = ["f", "l", "missing", "."];
+    let packed = raw_stat_answer(&fx, 4, &paths).await;
+    let json = raw_stat_answer(&fx, 3, &paths).await;
+    assert_eq!(packed.kind, FrameType::Packed);
+    assert_eq!(json.kind, FrameType::Response);
+    assert!(
+        packed.payload.len() * 2 < json.payload.len(),
+        "packed {} bytes, JSON {}",
+        packed.payload.len(),
+        json.payload.len()
+    );
+    // The same answer either way.
+    let Response::FsStats { results } = packed.response().unwrap() else {
+        panic!("not fs_stats");
+    };
+    assert_eq!(
+        json.response().unwrap(),
+        Response::FsStats {
+            results: results.clone()
+        }
+    );
+    assert_eq!(results.len(), 4);
+    let Outcome::Ok(link) = &results[1].result else {
+        panic!("{results:?}")
+    };
+    assert_eq!(link.symlink_target.as_deref(), Some("f"));
+    let Outcome::Error(missing) = &results[2].result else {
+        panic!("{results:?}")
+    };
+    assert_eq!(missing.code, ErrorCode::NotFound);
+}
+
 #[tokio::test]
 async fn file_operations_need_protocol_version_2() {
     let fx = Fixture::new();
