@@ -7,7 +7,9 @@
 //!
 //! - **File API** (`file_api`), on one running sandbox through `nexus-client`'s file
 //!   methods: `file_read_1k` (`read_file` of 1 KiB), `file_write_1k` (`write_file`, an
-//!   atomic replace), `file_stat_100` (`stat_files` of 100 paths in one call), and
+//!   atomic replace), `file_stat_100` (`stat_files` of 100 paths in one call, files
+//!   written 200 ms before so their hashes are remembered) and `file_stat_100_fresh`
+//!   (the same with every file touched just before, so every file is hashed), and
 //!   `file_download_1g` / `file_upload_1g` (`read_file_stream` / `write_file_stream` in
 //!   1 MiB chunks) as MiB/s. Quick mode moves 256 MiB instead of 1 GiB and the note says
 //!   so. For MiB/s rows the percentiles are of the rate, so `max` is the fastest attempt.

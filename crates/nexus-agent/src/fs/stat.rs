@@ -116,12 +116,14 @@ fn hash_at(
     expected: &RawStat,
     display: &str,
 ) -> Result<String, Refusal> {
-    let fd = open_at(
-        dir.as_fd(),
-        name,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
-        0,
-    )
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    // A stat does not touch the file's access time (which would also cost an inode
+    // write on every read after a change); O_NOATIME needs the file's owner, so anyone
+    // else's file is opened without it.
+    let fd = match open_at(dir.as_fd(), name, flags | OFlag::O_NOATIME, 0) {
+        Err(Errno::EPERM) => open_at(dir.as_fd(), name, flags, 0),
+        other => other,
+    }
     .map_err(|e| errno_refusal(e, "open for hashing", display))?;
     let now = fstat(&fd).map_err(|e| errno_refusal(e, "stat", display))?;
     if now.st_ino != expected.st_ino || now.st_dev != expected.st_dev {
@@ -134,34 +136,42 @@ fn hash_at(
         .map_err(|e| super::path::io_refusal(&e, "hash", display))
 }
 
-/// SHA-256 (lowercase hex) of everything `reader` yields; `size_hint` (the file's size)
-/// sizes the read buffer, so hashing many small files does not allocate and clear a
-/// large buffer for each (that was most of the time of a bulk stat of small files).
-pub fn sha256_of(mut reader: impl std::io::Read, size_hint: u64) -> std::io::Result<String> {
+/// SHA-256 (lowercase hex) of a file's content as `reader` yields it: up to the end, or
+/// up to `size` bytes when `size` (the file's `st_size` at the open) is not 0.
+///
+/// Stopping at `size` spares the read that would only find the end, one of the five
+/// system calls a small file costs: the hash is then of the content the stat describes
+/// (a file still being appended to changes its ctime, so the next stat hashes it again).
+/// A size of 0 says nothing (files in `/proc` report 0 and have content), so those are
+/// read to the end. `size` also sizes the read buffer, so hashing many small files does
+/// not allocate and clear a large buffer for each.
+pub fn sha256_of(mut reader: impl std::io::Read, size: u64) -> std::io::Result<String> {
     const MAX_BUFFER: u64 = 256 * 1024;
     let mut hasher = Sha256::new();
-    let capacity = size_hint.saturating_add(1).clamp(4096, MAX_BUFFER);
+    let capacity = size.saturating_add(1).clamp(4096, MAX_BUFFER);
     let mut buf = vec![0u8; usize::try_from(capacity).unwrap_or(4096)];
-    loop {
+    let mut total = 0u64;
+    while size == 0 || total < size {
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(err) => return Err(err),
         };
-        hasher.update(&buf[..n]);
+        let take = if size == 0 {
+            n
+        } else {
+            usize::try_from(size - total).map_or(n, |left| n.min(left))
+        };
+        hasher.update(&buf[..take]);
+        total += take as u64;
     }
     Ok(hex(&hasher.finalize()))
 }
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
+    hex::encode(bytes)
 }
 
 /// What `raw` describes.
@@ -289,12 +299,18 @@ mod tests {
     }
 
     #[test]
-    fn the_hash_does_not_depend_on_the_size_hint() {
-        // A file that grew after its stat, or a wrong hint, still hashes whole.
+    fn the_hash_covers_the_size_given_or_everything_when_it_is_0() {
         let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
-        let expected = hex(&Sha256::digest(&data));
-        for hint in [0, 10, 4096, 300_000, 700_000, u64::MAX] {
-            assert_eq!(sha256_of(&data[..], hint).unwrap(), expected, "hint {hint}");
+        let whole = hex(&Sha256::digest(&data));
+        // 0 (as `/proc` files report), the exact size, and more than there is (a file
+        // that shrank after its stat): everything there is.
+        for size in [0, 700_000, 700_001, u64::MAX] {
+            assert_eq!(sha256_of(&data[..], size).unwrap(), whole, "size {size}");
+        }
+        // Less (a file that grew after its stat): what the stat described.
+        for size in [1, 4096, 300_000] {
+            let prefix = hex(&Sha256::digest(&data[..size as usize]));
+            assert_eq!(sha256_of(&data[..], size).unwrap(), prefix, "size {size}");
         }
     }
 

@@ -659,6 +659,32 @@ async fn magic_links_are_refused_and_plain_symlinks_followed() {
     assert_eq!(read_all(&client, "plain-link", 0, None).await.1, b"real");
 }
 
+#[tokio::test]
+async fn hashing_a_file_for_a_stat_leaves_its_access_time_alone() {
+    use std::os::unix::fs::MetadataExt as _;
+    let fx = Fixture::new();
+    std::fs::write(fx.path("f"), b"content").unwrap();
+    // Accessed two days ago, modified three: any read would update the access time under
+    // the default `relatime` (older than a day) and `strictatime` alike.
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    let times = std::fs::FileTimes::new()
+        .set_accessed(now - 2 * day)
+        .set_modified(now - 3 * day);
+    std::fs::File::options()
+        .write(true)
+        .open(fx.path("f"))
+        .unwrap()
+        .set_times(times)
+        .unwrap();
+    let before = std::fs::metadata(fx.path("f")).unwrap().atime();
+    let client = fx.agent.connect().await;
+    let stat = client.fs_stat("f", HashMode::Always).await.unwrap();
+    assert!(stat.sha256.is_some(), "{stat:?}");
+    let after = std::fs::metadata(fx.path("f")).unwrap().atime();
+    assert_eq!(after, before, "the stat's read changed the access time");
+}
+
 /// Sends one `fs_stat` of `paths` on a raw connection that offers versions up to `max`,
 /// and returns the frame that answers it.
 async fn raw_stat_answer(fx: &Fixture, max: u16, paths: &[&str]) -> Frame {
