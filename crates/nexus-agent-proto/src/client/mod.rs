@@ -407,6 +407,82 @@ mod tests {
             .unwrap()
     }
 
+    /// Answers the `fs_read` REQUEST that `agent` receives next with 1 KiB of data and,
+    /// when `finish`, its RESPONSE.
+    async fn answer_read(agent: &mut Agent, finish: bool) -> u32 {
+        let request = next_frame(agent).await;
+        assert_eq!(request.kind, FrameType::Request);
+        let stat = crate::fs::FileStat {
+            path: "f".into(),
+            file_type: crate::fs::FileType::File,
+            size: 1024,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ms: 0,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+            symlink_target: None,
+            sha256: None,
+        };
+        let start = Event::FsReadStart(crate::fs::FileReadInfo {
+            stat,
+            offset: 0,
+            length: 1024,
+        });
+        let channel = request.channel;
+        agent
+            .send(Frame::json(FrameType::Event, channel, &start))
+            .await
+            .unwrap();
+        agent
+            .send(Frame::data(FrameType::FileData, channel, 0, &[7; 1024]))
+            .await
+            .unwrap();
+        if finish {
+            let done = Response::FsReadDone { bytes: 1024 };
+            agent
+                .send(Frame::json(FrameType::Response, channel, &done))
+                .await
+                .unwrap();
+        }
+        channel
+    }
+
+    /// Reads the 1 KiB `answer_read` sends, stopping at its last byte as an HTTP body of
+    /// known length does, after the RESPONSE (if any) had time to arrive.
+    async fn read_known_length(client: &AgentClient) {
+        let (info, mut stream) = client.fs_read("f", 0, None).await.unwrap();
+        let mut got = 0;
+        while got < info.length {
+            got += stream.next().await.unwrap().unwrap().len() as u64;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    #[tokio::test]
+    async fn a_read_dropped_after_its_answer_arrived_sends_no_cancel() {
+        let (client, mut agent) = fake(1024).await;
+        let (_, channel) = tokio::join!(read_known_length(&client), answer_read(&mut agent, true));
+        // The next frame the agent sees is the next request, not a CANCEL of `channel`.
+        let ping = tokio::spawn(async move { client.ping().await });
+        let next = next_frame(&mut agent).await;
+        assert_eq!(
+            (next.kind, next.channel == channel),
+            (FrameType::Request, false),
+            "{next:?}"
+        );
+        ping.abort();
+    }
+
+    #[tokio::test]
+    async fn a_read_dropped_before_its_answer_sends_cancel() {
+        let (client, mut agent) = fake(1024).await;
+        let (_, channel) = tokio::join!(read_known_length(&client), answer_read(&mut agent, false));
+        let next = next_frame(&mut agent).await;
+        assert_eq!((next.kind, next.channel), (FrameType::Cancel, channel));
+    }
+
     fn exited(code: i32) -> Response {
         Response::Exited {
             exit: ExitInfo {

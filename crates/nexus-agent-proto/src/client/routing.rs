@@ -217,6 +217,16 @@ impl Channel {
 impl Drop for Channel {
     fn drop(&mut self) {
         self.shared.lock_routes().channels.remove(&self.id);
+        // An answer that already arrived ends the channel too (a reader of a file's
+        // known length stops at its last byte, before the RESPONSE): the agent is done
+        // with it, and a CANCEL would only wake it for nothing.
+        while !self.finished {
+            match self.rx.try_recv() {
+                Ok(Incoming::Frame(frame)) if frame.is_answer() => self.finished = true,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
         if !self.finished {
             let _ = self
                 .shared
