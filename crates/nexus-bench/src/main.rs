@@ -60,7 +60,7 @@
 //! with the sandboxes that exist at once: 1, 10 and 100 in quick mode, then 1,000 in full
 //! mode (`--curve-max N`: the powers of ten up to N, and N). At each point the population
 //! of running, idle sandboxes is filled up to it with untimed creates, `--concurrency` at
-//! a time, and kept; then `curve_create_running_at_L` times 10 (quick) or 20 (full)
+//! a time, and kept; then `curve_create_running_at_L` times 10 (quick) or 100 (full)
 //! creates one after the other, each deleted before the next, so L sandboxes exist while
 //! each runs. `curve_host_memory_per_sandbox_at_L` is the drop of the host's
 //! `MemAvailable` since the curve started, divided by L (processes, page tables, kernel

@@ -254,7 +254,8 @@ impl RunningDaemon {
     /// Stops accepting connections and starting warm-pool sandboxes, cancels the image
     /// builds under way (their progress streams end with `image_build_cancelled`, so
     /// they do not hold the shutdown up), waits up to `shutdown_timeout` for in-flight
-    /// requests and for the warm-pool start under way, then returns.
+    /// requests, for the warm-pool start under way and for the periodic check under way
+    /// (a TTL stop, say), then returns.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         self.pool.stop_starting();
@@ -262,13 +263,20 @@ impl RunningDaemon {
         let timeout = self.shutdown_timeout;
         tracing::info!(timeout = %humantime::format_duration(timeout), "waiting for in-flight requests");
         let mut server = self.server;
-        // A pool start cut off here would be left half-made for the next start to remove.
-        let (served, pool_stopped) = tokio::join!(
+        let mut ticker = self.ticker;
+        // A pool start cut off here would be left half-made for the next start to remove,
+        // and so would a stop the periodic check has under way (a TTL reached).
+        let (served, pool_stopped, checked) = tokio::join!(
             tokio::time::timeout(timeout, &mut server),
-            self.pool.stop(timeout)
+            self.pool.stop(timeout),
+            tokio::time::timeout(timeout, &mut ticker)
         );
         if !pool_stopped {
             tracing::warn!(timeout = %humantime::format_duration(timeout), "a warm pool start did not finish in time; the next start removes what it left");
+        }
+        if checked.is_err() {
+            ticker.abort();
+            tracing::warn!(timeout = %humantime::format_duration(timeout), "the periodic sandbox check did not finish in time; the next start finishes what it left");
         }
         match served {
             Ok(Ok(Ok(()))) => {}
@@ -279,7 +287,6 @@ impl RunningDaemon {
                 tracing::warn!(timeout = %humantime::format_duration(timeout), "in-flight requests did not finish in time; closing them");
             }
         }
-        self.ticker.abort();
         if let Err(e) = std::fs::remove_file(&self.pid_file) {
             tracing::debug!(error = %e, path = %self.pid_file.display(), "pid file already gone");
         }

@@ -466,6 +466,45 @@ async fn ttl_stops_the_sandbox() {
     }
 }
 
+/// A graceful stop lets the periodic check under way finish: here the TTL stop of a
+/// sandbox whose shell ignores SIGTERM, which waits out the 5 s grace period before
+/// SIGKILL. Cut off (as the check used to be), the stop left the shell running after
+/// the daemon had exited.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_stop_lets_a_ttl_stop_under_way_finish() {
+    require_bwrap!();
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs);
+    let api = Api::new(&daemon, &dirs);
+    let created = api.create(json!({"name": "brief", "ttl_seconds": 2})).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let (status, started) = api
+        .post(
+            "/v1/sandboxes/brief/processes",
+            json!({"argv": ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{started}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (_, sb) = api.get("/v1/sandboxes/brief").await;
+        if sb["state"] == "stopping" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {sb}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let cgroups = crate::harness::cgroup_dirs_named(&id);
+    assert!(!cgroups.is_empty(), "no cgroup named {id}");
+    daemon.stop();
+    let left: Vec<String> = cgroups
+        .iter()
+        .filter_map(|dir| std::fs::read_to_string(format!("{dir}/cgroup.procs")).ok())
+        .flat_map(|procs| procs.lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    assert!(left.is_empty(), "processes of {id} still running: {left:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_bubblewrap_is_a_clear_error_that_changes_nothing() {
     let dirs = Dirs::new();
