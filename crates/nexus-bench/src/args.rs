@@ -144,7 +144,10 @@ mod tests {
         assert_eq!(levels("1000"), [1, 10, 100, 1_000]);
         assert_eq!(levels("10000"), [1, 10, 100, 1_000, 10_000]);
         let custom = Args::parse_from(["nexus-bench", "--curve-max", "5"]).plan();
-        assert_eq!((custom.curve_levels, custom.curve_probes), (vec![1, 5], 100));
+        assert_eq!(
+            (custom.curve_levels, custom.curve_probes),
+            (vec![1, 5], 100)
+        );
         assert!(Args::try_parse_from(["nexus-bench", "--curve-max", "0"]).is_err());
     }
 }
