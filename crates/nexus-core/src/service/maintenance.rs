@@ -67,8 +67,16 @@ impl SandboxService {
                     self.stop_locked(sandbox).await?;
                 }
                 (_, None) => {
-                    let reason = "its processes were gone when nexusd restarted".to_owned();
-                    if alive && let Err(e) = driver.stop(&sandbox, &runtime, Duration::ZERO).await {
+                    let reason = if alive {
+                        "its agent did not answer when nexusd restarted"
+                    } else {
+                        "its processes were gone when nexusd restarted"
+                    }
+                    .to_owned();
+                    // Also without a live handle: a start cut off before its runtime was
+                    // recorded left processes that only the driver can still find (by
+                    // cgroup, or by the launch record).
+                    if let Err(e) = driver.stop(&sandbox, &runtime, Duration::ZERO).await {
                         tracing::warn!(sandbox_id = %sandbox.id, error = %e, "cannot clean up an unreachable sandbox");
                     }
                     tracing::warn!(sandbox_id = %sandbox.id, name = %sandbox.spec.name, %reason, "sandbox crashed");

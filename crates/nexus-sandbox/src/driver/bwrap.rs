@@ -450,7 +450,15 @@ impl BwrapDriver {
                     .map_err(|e| chain(&e))?;
                 remove_tree(&runtime_dir)?;
             }
-            (None, None) => remove_tree(&runtime_dir)?,
+            // No cgroup (an unprivileged daemon without a delegated one) and no handle (a
+            // daemon killed mid-start): the launch record names the processes.
+            (None, None) => {
+                let killed = launch::record::kill_recorded(&runtime_dir);
+                if !killed.is_empty() {
+                    tracing::info!(sandbox_id = id, pids = ?killed, "killed the processes of an unfinished start");
+                }
+                remove_tree(&runtime_dir)?;
+            }
         }
         // The processes are gone: the merged tree can go too (its changes stay).
         crate::layer::unmount(&self.layer(id));

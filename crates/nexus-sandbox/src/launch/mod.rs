@@ -42,6 +42,7 @@ mod child;
 mod hostname;
 mod ids;
 mod process;
+pub mod record;
 mod runtime;
 mod swap;
 mod template;
@@ -425,6 +426,14 @@ fn start(
         .map_err(|failure| spawn_error(failure.stage.describe(), failure.errno))?;
     let bwrap_pid = u32::try_from(bwrap_pid).expect("fork returns a positive pid");
     let bwrap_start = process::start_time(bwrap_pid);
+    let mut recorded = SandboxProcess {
+        bwrap_pid,
+        // Our child: it is at worst a zombie, whose stat is still there.
+        bwrap_start: bwrap_start.unwrap_or_default(),
+        init_pid: 0,
+        init_start: 0,
+    };
+    write_record(request.runtime_dir, &recorded);
 
     let failed = |log: &mut File| {
         let status = wait_for_exit(bwrap_pid);
@@ -438,6 +447,9 @@ fn start(
         return Err(failed(&mut log));
     };
     let init_start = process::start_time(init_pid);
+    recorded.init_pid = init_pid;
+    recorded.init_start = init_start.unwrap_or_default();
+    write_record(request.runtime_dir, &recorded);
     // bwrap's child execs the command once the sandbox is set up: its name changes. A
     // command that already exited (and was reaped by bwrap) has no stat left.
     let started = init_start.is_none()
@@ -445,13 +457,7 @@ fn start(
             process::stat(init_pid)
                 .is_none_or(|stat| stat.comm != "bwrap" || matches!(stat.state, 'Z' | 'X'))
         });
-    let process = SandboxProcess {
-        bwrap_pid,
-        // Our child: it is at worst a zombie, whose stat is still there.
-        bwrap_start: bwrap_start.unwrap_or_default(),
-        init_pid,
-        init_start: init_start.unwrap_or_default(),
-    };
+    let process = recorded;
     if !started {
         kill_process(&process);
         wait_for_exit(bwrap_pid);
@@ -466,6 +472,14 @@ fn start(
         }
     }
     Ok(process)
+}
+
+/// Writes the launch record ([`record`]); a failure only costs the next start's
+/// clean-up after a crash of this daemon, so it is logged, not fatal.
+fn write_record(runtime_dir: &Path, process: &SandboxProcess) {
+    if let Err(error) = record::write(runtime_dir, process) {
+        tracing::warn!(%error, dir = %runtime_dir.display(), "cannot write the launch record");
+    }
 }
 
 /// Waits (blocking, bounded) for our child `pid` to exit; its status as text.

@@ -38,19 +38,20 @@ fn chown_tree(root: &Path, uid: u32) {
     assert!(status.success(), "chown -R {}", root.display());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_unprivileged_daemon_runs_sandboxes_as_itself_with_loopback_only() {
+/// Directories owned by `nobody` for an unprivileged daemon, or `None` (with a loud
+/// skip) when this host cannot run one.
+fn unprivileged_dirs() -> Option<Dirs> {
     if !nix::unistd::geteuid().is_root() {
         skip("the suite already runs unprivileged: every other test covers this case");
-        return;
+        return None;
     }
     if !bwrap_usable() {
         skip("bubblewrap cannot run sandboxes on this host (`nexusctl doctor` says why)");
-        return;
+        return None;
     }
     if !Path::new("/usr/bin/setpriv").exists() && !Path::new("/bin/setpriv").exists() {
         skip("setpriv (util-linux) is not installed");
-        return;
+        return None;
     }
     let agent = agent_binary();
     if !reachable_by_others(&agent) {
@@ -58,16 +59,30 @@ async fn an_unprivileged_daemon_runs_sandboxes_as_itself_with_loopback_only() {
             "{} is out of reach of other users, so an unprivileged daemon cannot use it",
             agent.display()
         ));
-        return;
+        return None;
     }
     let dirs = Dirs::new();
     for sub in ["home", "config", "state", "data", "run"] {
         std::fs::create_dir_all(dirs.path(sub)).expect("mkdir");
     }
     chown_tree(dirs.root.path(), NOBODY);
+    Some(dirs)
+}
+
+/// `nexusd` as `nobody` on `dirs`, with `extra` flags.
+fn start_as_nobody(dirs: &Dirs, extra: &[&str]) -> Daemon {
     let mut command = dirs.command_as(NOBODY);
     command.args(["--listen", "127.0.0.1:0", "--log-format", "json"]);
-    let daemon = Daemon::spawn(command);
+    command.args(extra);
+    Daemon::spawn(command)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unprivileged_daemon_runs_sandboxes_as_itself_with_loopback_only() {
+    let Some(dirs) = unprivileged_dirs() else {
+        return;
+    };
+    let daemon = start_as_nobody(&dirs, &[]);
     let api = Api::new(&daemon, &dirs);
 
     let created = api
@@ -144,5 +159,89 @@ for target in [(\"127.0.0.1\", 9600), (\"192.0.2.1\", 80)]:
         String::from_utf8_lossy(&left.stdout).trim().is_empty(),
         "an agent of the deleted sandbox is still running"
     );
+    daemon.stop();
+}
+
+/// The launch record of the one sandbox under `run`, once it names the sandbox's init.
+fn recorded_start(dirs: &Dirs) -> Option<serde_json::Value> {
+    let sandboxes = dirs.path("run").join("nexus").join("sandboxes");
+    std::fs::read_dir(sandboxes)
+        .ok()?
+        .filter_map(Result::ok)
+        .find_map(|entry| std::fs::read(entry.path().join("process.json")).ok())
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .filter(|record| record["init_pid"].as_u64().is_some_and(|pid| pid != 0))
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn running(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat.rsplit(')').next().unwrap_or_default().trim_start();
+        !state.starts_with('Z') && !state.starts_with('X')
+    })
+}
+
+/// Without a cgroup to find a sandbox's processes by, a daemon killed in the middle of a
+/// start, before the sandbox's record had its runtime handle, used to leave them running
+/// for good. The launch record names them, and the next start kills them. The start is
+/// held open by an agent that never answers (it sleeps).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unprivileged_daemon_killed_mid_start_kills_that_sandbox_at_its_next_start() {
+    let Some(dirs) = unprivileged_dirs() else {
+        return;
+    };
+    let stand_in = dirs.path("silent-agent");
+    std::fs::write(&stand_in, "#!/bin/sh\nexec sleep 1000\n").expect("write the stand-in");
+    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    chown_tree(&stand_in, NOBODY);
+    let stand_in = stand_in.to_str().expect("utf-8 path").to_owned();
+    let daemon = start_as_nobody(&dirs, &["--agent-path", &stand_in]);
+    let api = Api::new(&daemon, &dirs);
+    let create = tokio::spawn(async move { api.post_unanswered("/v1/sandboxes", json!({})).await });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let record = loop {
+        if let Some(record) = recorded_start(&dirs) {
+            break record;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no launch record; log:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = daemon.wait();
+    create.abort();
+    // A kill a few milliseconds earlier, before the sandbox's record got its runtime
+    // handle, leaves this: nothing but the launch record names the processes.
+    let conn = rusqlite::Connection::open(dirs.db_file()).expect("open the database");
+    let unhandled = conn
+        .execute(
+            "UPDATE sandboxes SET runtime = NULL WHERE state = 'starting'",
+            [],
+        )
+        .expect("update");
+    assert_eq!(unhandled, 1, "one sandbox was starting");
+    drop(conn);
+    let pids: Vec<u64> = ["init_pid", "bwrap_pid"]
+        .iter()
+        .filter_map(|key| record[key].as_u64())
+        .collect();
+    assert!(
+        pids.iter().all(|pid| running(*pid)),
+        "the start's processes {pids:?} should outlive the killed daemon"
+    );
+
+    let daemon = start_as_nobody(&dirs, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while pids.iter().any(|pid| running(*pid)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pids:?} still running after the restart; log:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     daemon.stop();
 }
