@@ -455,14 +455,19 @@ async fn ttl_stops_the_sandbox() {
     let daemon = Daemon::start(&dirs);
     let api = Api::new(&daemon, &dirs);
     api.create(json!({"name": "brief", "ttl_seconds": 1})).await;
+    wait_for_state(&api, "brief", "stopped").await;
+}
+
+/// Polls sandbox `name` until it is in `state` (15 s at most).
+async fn wait_for_state(api: &Api, name: &str, state: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
-        let (_, sb) = api.get("/v1/sandboxes/brief").await;
-        if sb["state"] == "stopped" {
-            break;
+        let (_, sb) = api.get(&format!("/v1/sandboxes/{name}")).await;
+        if sb["state"] == state {
+            return;
         }
-        assert!(std::time::Instant::now() < deadline, "still {sb}");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(std::time::Instant::now() < deadline, "not {state}: {sb}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
@@ -485,15 +490,7 @@ async fn a_graceful_stop_lets_a_ttl_stop_under_way_finish() {
         )
         .await;
     assert_eq!(status, 201, "{started}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let (_, sb) = api.get("/v1/sandboxes/brief").await;
-        if sb["state"] == "stopping" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "still {sb}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for_state(&api, "brief", "stopping").await;
     let cgroups = crate::harness::cgroup_dirs_named(&id);
     assert!(!cgroups.is_empty(), "no cgroup named {id}");
     daemon.stop();
