@@ -82,11 +82,22 @@ where
 
     let (sink, mut source) = framed.split();
     let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-    let writer = tokio::spawn(write_loop(sink, rx));
+    let mut writer = tokio::spawn(write_loop(sink, rx));
+    let abort = writer.abort_handle();
     let channels = Arc::new(Channels::default());
 
+    // The writer ends early only when writing failed: then no answer can reach the
+    // client any more, so the connection is closed rather than left taking requests.
+    let mut writer_ended = false;
     let fatal = loop {
-        let frame = match source.next().await {
+        let next = tokio::select! {
+            next = source.next() => next,
+            _ = &mut writer => {
+                writer_ended = true;
+                break None;
+            }
+        };
+        let frame = match next {
             Some(Ok(frame)) => frame,
             Some(Err(err)) => break Some(err),
             None => break None,
@@ -110,8 +121,7 @@ where
         channel.task.abort();
     }
     drop(tx);
-    let abort = writer.abort_handle();
-    if tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {
+    if !writer_ended && tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {
         abort.abort();
     }
     tracing::info!(peer, cancelled = open.len(), "client disconnected");
@@ -320,6 +330,6 @@ where
     }
     .await;
     if let Err(err) = result {
-        tracing::debug!(error = %err, "writing to the client failed");
+        tracing::info!(error = %err, "writing to the client failed; closing the connection");
     }
 }

@@ -9,6 +9,7 @@
 //! spawning, pumps, reaping rule), [`terms`] (terminal sessions: login shells on
 //! pseudo-terminals), [`reaper`] (the SIGCHLD loop), [`log`].
 
+mod answer;
 mod args;
 mod conn;
 mod fs;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nexus_agent_proto::{
-    ErrorCode, Event, ExitInfo, Frame, FrameType, MAX_DATA_CHUNK, PACKED_PROTOCOL_VERSION, Pong,
-    ProcessId, Request, Response, StreamKind, TerminalId,
+    ErrorCode, Event, ExitInfo, Frame, FrameType, MAX_DATA_CHUNK, Pong, ProcessId, Request,
+    Response, StreamKind, TerminalId,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
@@ -123,20 +123,9 @@ pub async fn run(
         },
     };
     channels.close(channel);
-    let _ = tx.send(answer(channel, &response, version)).await;
-}
-
-/// The frame that carries `response`: PACKED for the answers `version` packs, otherwise
-/// a JSON RESPONSE.
-fn answer(channel: u32, response: &Response, version: u16) -> Frame {
-    match response {
-        Response::FsStats { results } if version >= PACKED_PROTOCOL_VERSION => Frame::new(
-            FrameType::Packed,
-            channel,
-            nexus_agent_proto::packed::encode_stats(results),
-        ),
-        _ => Frame::json(FrameType::Response, channel, response),
-    }
+    let _ = tx
+        .send(crate::answer::answer(channel, response, version))
+        .await;
 }
 
 async fn execute(

@@ -22,6 +22,14 @@ use crate::{
 /// The error type an upload body may fail with.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Most paths one `fs_stat` request carries; [`AgentClient::fs_stat_many`] asks for more
+/// in parts. An answer is at most a few hundred bytes a path (less than 120 packed for a
+/// file with a hash), so a part's answer stays well inside a frame.
+const STAT_PART_PATHS: usize = 1_000;
+
+/// Most bytes of path text one `fs_stat` request carries.
+const STAT_PART_BYTES: usize = 256 * 1024;
+
 impl AgentClient {
     /// Reads `path` from byte `offset` on, at most `length` bytes (to the end when
     /// `None`). Returns what will be sent, then the bytes as a stream. A range past the
@@ -104,11 +112,35 @@ impl AgentClient {
 
     /// The stat of many paths, one result each in order; one failure (`not_found`, ...)
     /// does not affect the others.
+    ///
+    /// Any number of paths: they are asked in parts of at most 1,000 paths and 256 KiB of
+    /// path text, so that neither a request nor its answer outgrows a frame.
     pub async fn fs_stat_many(&self, request: StatRequest) -> Result<Vec<StatResult>, ProtoError> {
         self.require_fs("fs_stat")?;
-        match self.call(&Request::FsStat(request)).await? {
-            Response::FsStats { results } => Ok(results),
-            other => Err(unexpected(&other)),
+        let StatRequest { paths, hash } = request;
+        let mut results = Vec::with_capacity(paths.len());
+        let mut rest = paths.as_slice();
+        loop {
+            let (mut count, mut bytes) = (0, 0);
+            while count < rest.len().min(STAT_PART_PATHS)
+                && (count == 0 || bytes + rest[count].len() <= STAT_PART_BYTES)
+            {
+                bytes += rest[count].len();
+                count += 1;
+            }
+            let (part, after) = rest.split_at(count);
+            let request = Request::FsStat(StatRequest {
+                paths: part.to_vec(),
+                hash,
+            });
+            match self.call(&request).await? {
+                Response::FsStats { results: answered } => results.extend(answered),
+                other => return Err(unexpected(&other)),
+            }
+            rest = after;
+            if rest.is_empty() {
+                return Ok(results);
+            }
         }
     }
 

@@ -153,7 +153,17 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
+    /// Queues `frame` for the writer. A frame over the size limit is refused here: the
+    /// writer could not encode it, and failing there would end the connection and every
+    /// operation on it.
     pub(crate) fn send(&self, frame: Frame) -> Result<(), ProtoError> {
+        let len = crate::frame::HEADER_LEN + frame.payload.len();
+        if len > crate::MAX_FRAME_LEN {
+            return Err(ProtoError::FrameTooLarge {
+                len,
+                max: crate::MAX_FRAME_LEN,
+            });
+        }
         self.shared.out.send(frame).map_err(|_| ProtoError::Closed)
     }
 

@@ -685,6 +685,58 @@ async fn hashing_a_file_for_a_stat_leaves_its_access_time_alone() {
     assert_eq!(after, before, "the stat's read changed the access time");
 }
 
+/// An answer larger than a frame may be used to be unsendable, which ended the agent's
+/// writer: every later call on the connection hung. A listing of 10,000 long names
+/// (about 2.4 MB of JSON) is now cut to what fits and marked truncated, a bulk stat of
+/// 3,000 paths is asked in parts, and the connection goes on.
+#[tokio::test]
+async fn answers_larger_than_a_frame_are_cut_or_split_and_the_connection_goes_on() {
+    let fx = Fixture::new();
+    let big = fx.path("big");
+    std::fs::create_dir(&big).unwrap();
+    let long = "n".repeat(150);
+    for i in 0..10_000 {
+        std::fs::File::create(big.join(format!("{long}-{i:05}"))).unwrap();
+    }
+    let client = fx.agent.connect().await;
+    let listed = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.fs_list(ListRequest::new("big")),
+    )
+    .await
+    .expect("the listing is answered")
+    .unwrap();
+    assert!(listed.truncated);
+    assert!(
+        listed.entries.len() > 1_000 && listed.entries.len() < 10_000,
+        "{} entries",
+        listed.entries.len()
+    );
+    // Sorted, so what is kept is the listing's start.
+    assert!(listed.entries[0].path.ends_with(&format!("{long}-00000")));
+
+    let paths: Vec<String> = (0..3_000).map(|i| format!("big/{long}-{i:05}")).collect();
+    let stats = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.fs_stat_many(StatRequest {
+            paths: paths.clone(),
+            hash: HashMode::Auto,
+        }),
+    )
+    .await
+    .expect("the stat is answered")
+    .unwrap();
+    assert_eq!(
+        stats.iter().map(|s| s.path.clone()).collect::<Vec<_>>(),
+        paths
+    );
+    assert!(stats.iter().all(|s| matches!(s.result, Outcome::Ok(_))));
+    tokio::time::timeout(Duration::from_secs(5), client.ping())
+        .await
+        .expect("the connection still answers")
+        .unwrap();
+}
+
 /// Sends one `fs_stat` of `paths` on a raw connection that offers versions up to `max`,
 /// and returns the frame that answers it.
 async fn raw_stat_answer(fx: &Fixture, max: u16, paths: &[&str]) -> Frame {
