@@ -92,7 +92,8 @@ pub struct StatManyResponse {
 pub struct FileList {
     /// Entries with absolute paths, sorted by path.
     pub entries: Vec<FileStat>,
-    /// More entries existed than the cap.
+    /// More entries existed than the cap, or than one answer carries (about 1 MiB: some
+    /// 5,000 entries of ordinary names); list subdirectories for the rest.
     pub truncated: bool,
 }
 
@@ -178,7 +179,7 @@ pub struct GlobMatch {
 pub struct GlobResponse {
     /// Matches sorted by path.
     pub matches: Vec<GlobMatch>,
-    /// More matches existed than `max_results`.
+    /// More matches existed than `max_results`, or than one answer carries (about 1 MiB).
     pub truncated: bool,
 }
 
@@ -229,7 +230,7 @@ pub struct GrepMatch {
 pub struct GrepResponse {
     /// Matches by path, then line.
     pub matches: Vec<GrepMatch>,
-    /// More matches existed than `max_results`.
+    /// More matches existed than `max_results`, or than one answer carries (about 1 MiB).
     pub truncated: bool,
     /// Files skipped because they look binary.
     pub binary_files_skipped: u64,
