@@ -117,31 +117,26 @@ impl AgentClient {
     /// path text, so that neither a request nor its answer outgrows a frame.
     pub async fn fs_stat_many(&self, request: StatRequest) -> Result<Vec<StatResult>, ProtoError> {
         self.require_fs("fs_stat")?;
-        let StatRequest { paths, hash } = request;
+        let StatRequest { mut paths, hash } = request;
         let mut results = Vec::with_capacity(paths.len());
-        let mut rest = paths.as_slice();
-        loop {
+        while !paths.is_empty() {
             let (mut count, mut bytes) = (0, 0);
-            while count < rest.len().min(STAT_PART_PATHS)
-                && (count == 0 || bytes + rest[count].len() <= STAT_PART_BYTES)
+            while count < paths.len().min(STAT_PART_PATHS)
+                && (count == 0 || bytes + paths[count].len() <= STAT_PART_BYTES)
             {
-                bytes += rest[count].len();
+                bytes += paths[count].len();
                 count += 1;
             }
-            let (part, after) = rest.split_at(count);
-            let request = Request::FsStat(StatRequest {
-                paths: part.to_vec(),
-                hash,
-            });
+            // The paths move into each part (no copy; one part is the common case).
+            let rest = paths.split_off(count);
+            let part = std::mem::replace(&mut paths, rest);
+            let request = Request::FsStat(StatRequest { paths: part, hash });
             match self.call(&request).await? {
                 Response::FsStats { results: answered } => results.extend(answered),
                 other => return Err(unexpected(&other)),
             }
-            rest = after;
-            if rest.is_empty() {
-                return Ok(results);
-            }
         }
+        Ok(results)
     }
 
     /// A directory's entries down to the requested depth, sorted by path, capped.
